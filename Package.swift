@@ -1,0 +1,67 @@
+// swift-tools-version: 6.1
+//
+// raffled — raffle-entry ingestion over HTTP/2 (libnghttp2 + SwiftNIO), raw TCP and UDP.
+//
+// Layers, bottom up (see README.md):
+//   CRaffleCRC32C, RaffleWire  — the wire protocol: codec over raw bytes, no NIO, no sockets.
+//   RaffleWireNIO              — the same codec read from / written to NIO ByteBuffers.
+//   CNGHTTP2                   — libnghttp2, behind one system-library target.
+// Heavy benchmark dependencies live in Bench/'s own package so this build stays lean.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "raffled",
+    platforms: [.macOS(.v15), .iOS(.v18)],
+    products: [
+        .library(name: "RaffleWire", targets: ["RaffleWire"]),
+        .library(name: "RaffleWireNIO", targets: ["RaffleWireNIO"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        // libnghttp2 from the system (Debian/Ubuntu: libnghttp2-dev; scripts/setup installs it).
+        .systemLibrary(
+            name: "CNGHTTP2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"]), .brew(["nghttp2"])]
+        ),
+        // CRC32C (Castagnoli) with the CPU's crc32 instruction where there is one. Purpose-built
+        // because no package on the allowed list offers CRC32C, and a table-driven Swift loop costs
+        // ~8x the hardware instruction per byte on the frame path (see Bench/RESULTS.md).
+        .target(name: "CRaffleCRC32C"),
+        .target(
+            name: "RaffleWire",
+            dependencies: [.target(name: "CRaffleCRC32C")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RaffleWireNIO",
+            dependencies: [
+                "RaffleWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RaffleWireTests",
+            dependencies: [
+                "RaffleWire",
+                "RaffleWireNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CNGHTTP2Tests",
+            dependencies: ["CNGHTTP2"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,104 @@
+import Foundation
+import RaffleWire
+import Testing
+
+@Suite("Golden vectors (Protocol/vectors)")
+struct VectorTests {
+    @Test func vectorsAreThere() {
+        #expect(Vector.valid.count >= 20)
+        #expect(Vector.invalid.count >= 10)
+    }
+
+    @Test("valid vector decodes to its meaning and re-encodes to the same bytes", arguments: Vector.valid)
+    func validVector(_ v: Vector) throws {
+        let expected = try expectedFrame(v)
+        let decoded = try #require(try decodeOwned(v.bytes, v.decoder), "\(v) needs more data")
+        #expect(decoded.0 == expected)
+        #expect(decoded.1 == v.bytes.count, "frame length")
+        #expect(try FrameEncoder.encode(expected) == v.bytes)
+        #expect(FrameEncoder.encodedLength(of: expected) == v.bytes.count)
+    }
+
+    @Test("valid vector's entries validate to the outcomes it lists", arguments: Vector.valid.filter { $0.json["validation"] != nil })
+    func entryValidation(_ v: Vector) throws {
+        let validation = try #require(v.json["validation"] as? [String: Any])
+        let maxTickets = UInt32(try #require(validation["max_tickets_per_entry"] as? Int))
+        let expected = try (validation["outcomes"] as? [String] ?? []).map { try #require(EntryOutcome(name: $0)) }
+        let (outcomes, valid) = try v.bytes.withUnsafeBytes { raw in
+            let view = try #require(try v.decoder.decode(raw))
+            guard case .entryBatch(let batch) = view.payload else { throw VectorError.bad("not a batch") }
+            var outcomes = [EntryOutcome](repeating: .alreadyEntered, count: batch.count)
+            let valid = outcomes.withUnsafeMutableBufferPointer { batch.validate(maxTicketsPerEntry: maxTickets, into: $0) }
+            return (outcomes, valid)
+        }
+        #expect(outcomes == expected)
+        #expect(valid == expected.filter { $0 == .accepted }.count)
+    }
+
+    @Test("invalid vector gives its exact error", arguments: Vector.invalid)
+    func invalidVector(_ v: Vector) throws {
+        let error = try #require(v.json["error"] as? [String: Any])
+        let name = try #require(error["code"] as? String)
+        let code = try #require(ProtocolErrorCode(name: name))
+        #expect(Int(code.rawValue) == error["value"] as? Int)
+        do {
+            let frame = try decodeOwned(v.bytes, v.decoder, endOfInput: v.endOfInput)
+            Issue.record("\(v) decoded to \(String(describing: frame)) instead of \(code)")
+        } catch {
+            #expect(error.code == code, "\(error.message)")
+            #expect(error.requestID == u64(errorJSON(v)["request_id"]))
+            #expect(error.isConnectionLevel == (errorJSON(v)["connection_level"] as? Bool))
+            if let skip = error.skippableLength { #expect(skip == v.bytes.count, "a frame-level error skips the frame") }
+            #expect(!error.message.isEmpty)
+        }
+    }
+
+    @Test func vectorsCoverEveryFrameTypeAndErrorCode() throws {
+        let types = Set(try Vector.valid.map { try expectedFrame($0).type })
+        #expect(types == [.entryBatch, .batchAck, .throttled, .error, .ping, .pong])
+        var carried = Set<ProtocolErrorCode>()
+        for v in Vector.valid {
+            if case .error(let code, _) = try expectedFrame(v).body { carried.insert(code) }
+        }
+        #expect(carried == Set(ProtocolErrorCode.allDefined), "every code appears in an error frame")
+        let raised = Set(Vector.invalid.compactMap { (errorJSON($0)["code"] as? String).flatMap(ProtocolErrorCode.init(name:)) })
+        let decoderCodes = ProtocolErrorCode.allDefined.filter { $0.rawValue >> 8 == 0 }
+        #expect(raised == Set(decoderCodes), "every framing code is produced by some invalid vector")
+        let outcomes = Set(try Vector.valid.flatMap { v -> [EntryOutcome] in
+            if case .batchAck(_, let o) = try expectedFrame(v).body { return o } else { return [] }
+        })
+        for raw in UInt8(0)...6 { #expect(outcomes.contains(EntryOutcome(rawValue: raw))) }
+    }
+
+    @Test("valid frame cut at every offset needs more data, then decodes", arguments: Vector.valid)
+    func everyCut(_ v: Vector) throws {
+        let decoder = v.decoder
+        let whole = try #require(try decodeOwned(v.bytes, decoder)).0
+        for cut in 0..<v.bytes.count {
+            let prefix = Array(v.bytes[..<cut])
+            #expect(try decodeOwned(prefix, decoder) == nil, "cut at \(cut)")
+            // The same prefix at the end of input is a truncated frame (or nothing at all).
+            if cut > 0 {
+                #expect(throws: ProtocolError.self) { try decodeOwned(prefix, decoder, endOfInput: true) }
+            }
+        }
+        // Completed with the rest, and followed by the start of another frame, it decodes the same.
+        let extended = v.bytes + v.bytes.prefix(5)
+        #expect(try decodeOwned(extended, decoder)?.0 == whole)
+    }
+
+    @Test func generatorAndFilesAgree() throws {
+        // The vectors are generated by Protocol/vectors/generate.py; make sure nobody edited one by hand.
+        let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        guard let python else { return }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [Vector.directory.appendingPathComponent("generate.py").path, "--check"]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "run python3 Protocol/vectors/generate.py")
+    }
+}
+
+private func errorJSON(_ v: Vector) -> [String: Any] { v.json["error"] as? [String: Any] ?? [:] }
