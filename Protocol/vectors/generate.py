@@ -48,7 +48,7 @@ ERRORS = {
     "CHECKSUM_MISMATCH": 0x0007, "CHECKSUM_REQUIRED": 0x0008, "MALFORMED_PAYLOAD": 0x0009,
     "EMPTY_BATCH": 0x000A, "TOO_MANY_ENTRIES": 0x000B, "UNEXPECTED_FRAME_TYPE": 0x000C,
     "TRUNCATED_FRAME": 0x000D, "UNKNOWN_RAFFLE": 0x0101, "BATCH_EXCEEDS_BURST": 0x0102,
-    "BAD_REQUEST": 0x0103, "UNAVAILABLE": 0x0201, "SHUTTING_DOWN": 0x0202, "INTERNAL": 0x0203,
+    "BAD_CONTENT_TYPE": 0x0103, "UNAVAILABLE": 0x0201, "SHUTTING_DOWN": 0x0202, "INTERNAL": 0x0203,
 }
 CHECKSUM = 0x0001
 
@@ -192,7 +192,7 @@ messages = {
     "TRUNCATED_FRAME": "input ended after 30 of the frame's 56 bytes",
     "UNKNOWN_RAFFLE": "raffle 99 does not exist",
     "BATCH_EXCEEDS_BURST": "batch of 5000 entries costs more than your burst of 1000",
-    "BAD_REQUEST": "content-type must be application/vnd.raffled.frames",
+    "BAD_CONTENT_TYPE": "content-type must be application/vnd.raffled.frames",
     "UNAVAILABLE": "the entry log cannot be written; entries are not being acknowledged",
     "SHUTTING_DOWN": "server is shutting down",
     "INTERNAL": "",

@@ -38,8 +38,8 @@ public struct ProtocolErrorCode: RawRepresentable, Hashable, Sendable, CustomStr
     public static let unknownRaffle = ProtocolErrorCode(rawValue: 0x0101)
     /// The batch costs more than the client's burst allows, so it can never be admitted.
     public static let batchExceedsBurst = ProtocolErrorCode(rawValue: 0x0102)
-    /// HTTP/2: the request's method, path or content type is not the protocol's.
-    public static let badRequest = ProtocolErrorCode(rawValue: 0x0103)
+    /// HTTP/2: a `POST /v1/entries` whose content type is not `application/vnd.raffled.frames`.
+    public static let badContentType = ProtocolErrorCode(rawValue: 0x0103)
 
     /// The server cannot make entries durable now (storage failure). Retryable.
     public static let unavailable = ProtocolErrorCode(rawValue: 0x0201)
@@ -53,7 +53,7 @@ public struct ProtocolErrorCode: RawRepresentable, Hashable, Sendable, CustomStr
         .badMagic, .unsupportedVersion, .nonzeroReserved, .unknownFrameType, .unknownFlags,
         .frameTooLarge, .checksumMismatch, .checksumRequired, .malformedPayload, .emptyBatch,
         .tooManyEntries, .unexpectedFrameType, .truncatedFrame,
-        .unknownRaffle, .batchExceedsBurst, .badRequest,
+        .unknownRaffle, .batchExceedsBurst, .badContentType,
         .unavailable, .shuttingDown, .internalError,
     ]
 
@@ -79,7 +79,7 @@ public struct ProtocolErrorCode: RawRepresentable, Hashable, Sendable, CustomStr
         case 0x000D: "TRUNCATED_FRAME"
         case 0x0101: "UNKNOWN_RAFFLE"
         case 0x0102: "BATCH_EXCEEDS_BURST"
-        case 0x0103: "BAD_REQUEST"
+        case 0x0103: "BAD_CONTENT_TYPE"
         case 0x0201: "UNAVAILABLE"
         case 0x0202: "SHUTTING_DOWN"
         case 0x0203: "INTERNAL"
@@ -98,7 +98,7 @@ public struct ProtocolErrorCode: RawRepresentable, Hashable, Sendable, CustomStr
         switch self {
         case .frameTooLarge, .batchExceedsBurst: 413
         case .unknownRaffle: 404
-        case .badRequest: 400
+        case .badContentType: 415
         case .unavailable, .shuttingDown: 503
         case .internalError: 500
         default: rawValue >> 8 == 0x02 ? 503 : 400

@@ -102,3 +102,30 @@ struct VectorTests {
 }
 
 private func errorJSON(_ v: Vector) -> [String: Any] { v.json["error"] as? [String: Any] ?? [:] }
+
+@Suite("PROTOCOL.md and the code agree")
+struct SpecTableTests {
+    /// Rows of the error-code table in PROTOCOL.md §7: code, name, level, retry, HTTP.
+    static func errorTable() throws -> [(UInt16, String, Bool, Int)] {
+        let url = Vector.directory.deletingLastPathComponent().appendingPathComponent("PROTOCOL.md")
+        let text = try String(contentsOf: url, encoding: .utf8)
+        return text.split(separator: "\n").compactMap { line -> (UInt16, String, Bool, Int)? in
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 6, cells[0].hasPrefix("`0x"), cells[1].hasPrefix("`"),
+                let code = UInt16(cells[0].dropFirst(3).dropLast(), radix: 16), let http = Int(cells[4])
+            else { return nil }
+            return (code, cells[1].trimmingCharacters(in: CharacterSet(charactersIn: "`")), cells[3] == "yes", http)
+        }
+    }
+
+    @Test func errorCodeTableMatchesTheCode() throws {
+        let rows = try Self.errorTable()
+        #expect(rows.count == ProtocolErrorCode.allDefined.count)
+        for (raw, name, retryable, http) in rows {
+            let code = ProtocolErrorCode(rawValue: raw)
+            #expect(code.name == name, "0x\(String(raw, radix: 16))")
+            #expect(code.isRetryable == retryable, "\(name) retry")
+            #expect(code.httpStatus == http, "\(name) HTTP status")
+        }
+    }
+}
