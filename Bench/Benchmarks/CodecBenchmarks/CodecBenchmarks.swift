@@ -11,6 +11,22 @@ private func batchBytes(entries: Int, checksum: Bool) -> [UInt8] {
     return (try? FrameEncoder.encode(frame)) ?? []
 }
 
+/// Decodes and validates `bytes` (one entry-batch frame) once per scaled iteration.
+private func decodeAndValidate(_ benchmark: Benchmark, _ bytes: [UInt8]) {
+    let decoder = FrameDecoder(receiver: .server)
+    let outcomes = UnsafeMutableBufferPointer<EntryOutcome>.allocate(capacity: 4_096)
+    defer { outcomes.deallocate() }
+    benchmark.startMeasurement()
+    bytes.withUnsafeBytes { raw in
+        for _ in benchmark.scaledIterations {
+            guard let view = try? decoder.decode(raw), case .entryBatch(let batch) = view.payload else {
+                fatalError("benchmark input did not decode")
+            }
+            blackHole(batch.validate(maxTicketsPerEntry: 10, into: outcomes))
+        }
+    }
+}
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .instructions, .throughput],
@@ -24,19 +40,7 @@ let benchmarks: @Sendable () -> Void = {
         // scalingFactor .kilo: one inner iteration is one batch, results are shown per 1,000 batches;
         // per entry = time per batch / 1,000.
         Benchmark(name) { benchmark in
-            let bytes = batchBytes(entries: 1_000, checksum: checksum)
-            let decoder = FrameDecoder(receiver: .server)
-            let outcomes = UnsafeMutableBufferPointer<EntryOutcome>.allocate(capacity: 4_096)
-            defer { outcomes.deallocate() }
-            benchmark.startMeasurement()
-            bytes.withUnsafeBytes { raw in
-                for _ in benchmark.scaledIterations {
-                    guard let view = try? decoder.decode(raw), case .entryBatch(let batch) = view.payload else {
-                        fatalError("benchmark input did not decode")
-                    }
-                    blackHole(batch.validate(maxTicketsPerEntry: 10, into: outcomes))
-                }
-            }
+            decodeAndValidate(benchmark, batchBytes(entries: 1_000, checksum: checksum))
         }
     }
 
@@ -55,18 +59,6 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark("Codec: decode single-entry batch") { benchmark in
-        let bytes = batchBytes(entries: 1, checksum: false)
-        let decoder = FrameDecoder(receiver: .server)
-        let outcomes = UnsafeMutableBufferPointer<EntryOutcome>.allocate(capacity: 4)
-        defer { outcomes.deallocate() }
-        benchmark.startMeasurement()
-        bytes.withUnsafeBytes { raw in
-            for _ in benchmark.scaledIterations {
-                guard let view = try? decoder.decode(raw), case .entryBatch(let batch) = view.payload else {
-                    fatalError("benchmark input did not decode")
-                }
-                blackHole(batch.validate(maxTicketsPerEntry: 10, into: outcomes))
-            }
-        }
+        decodeAndValidate(benchmark, batchBytes(entries: 1, checksum: false))
     }
 }
