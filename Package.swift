@@ -24,6 +24,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // libnghttp2 from the system (Debian/Ubuntu: libnghttp2-dev; scripts/setup installs it).
@@ -47,6 +48,29 @@ let package = Package(
                 "RaffleWire",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
+            swiftSettings: strict
+        ),
+        // Domain: raffles, the dedupe index, the verifiable draw. No I/O.
+        .target(
+            name: "RaffleCore",
+            dependencies: ["RaffleWire", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        // The segmented write-ahead log with group commit.
+        .target(
+            name: "RaffleStorage",
+            dependencies: ["RaffleWire"],
+            swiftSettings: strict
+        ),
+        // The ledger interface and its local (write-ahead-log) implementation.
+        .target(
+            name: "RaffleLedger",
+            dependencies: ["RaffleWire", "RaffleCore", "RaffleStorage"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RaffleStorageTests",
+            dependencies: ["RaffleStorage", "RaffleCore", "RaffleLedger", "RaffleWire"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,0 +1,98 @@
+public import RaffleCore
+public import RaffleWire
+
+/// A point in the ledger's durable history: once the ledger reports it durable, everything that
+/// happened before it (entries, raffle changes) survives a crash.
+public struct CommitPoint: Hashable, Sendable, Comparable {
+    /// Log sequence number (bytes of log up to this point).
+    public var lsn: UInt64
+    public init(lsn: UInt64) { self.lsn = lsn }
+    public static func < (a: Self, b: Self) -> Bool { a.lsn < b.lsn }
+}
+
+/// The result of admitting one entry batch.
+public enum Admission: Sendable, Hashable {
+    /// Outcomes were written; acknowledge once `commit` is durable. `accepted` entries were new.
+    case processed(accepted: Int, commit: CommitPoint)
+    /// No raffle with the batch's id.
+    case unknownRaffle
+    /// The ledger cannot make entries durable (storage failed, or shutting down).
+    case unavailable(String)
+}
+
+/// Why an admin operation failed.
+public struct LedgerError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What kind of failure.
+    public enum Kind: Sendable, Hashable {
+        case notFound, invalid, conflict, unavailable
+    }
+    public var kind: Kind
+    public var message: String
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+    public var description: String { message }
+}
+
+/// Counters a ledger reports for `/stats` and `/metrics`.
+public struct LedgerStats: Sendable, Hashable, Codable {
+    /// Raffles known.
+    public var raffles: Int
+    /// Entries stored, all raffles.
+    public var entries: Int
+    /// Bytes held by the dedupe indexes.
+    public var indexBytes: Int
+    /// `indexBytes / entries` (0 when empty).
+    public var indexBytesPerEntry: Double
+    /// Log bytes appended and durable.
+    public var logAppendedBytes: UInt64
+    public var logDurableBytes: UInt64
+    /// Group commits (fdatasync calls) so far.
+    public var commits: UInt64
+    /// "fsync" or "none".
+    public var durability: String
+}
+
+/// The ledger: raffles, one entry per user per raffle, and their durability. The HTTP/2, TCP and
+/// UDP transports talk only to this interface; `LocalLedger` keeps it in memory with a local
+/// write-ahead log, and a PostgreSQL-backed ledger for multi-node deployments implements the same.
+public protocol Ledger: AnyObject, Sendable {
+    /// Admits a decoded batch: validates each entry, keeps one entry per user, records new entries,
+    /// and writes one outcome per entry into `outcomes` (at least `batch.count` long). Called on an
+    /// event loop; must not block on I/O and should not allocate per entry.
+    func admit(_ batch: EntryBatchView, now: Int64, outcomes: UnsafeMutableBufferPointer<EntryOutcome>) -> Admission
+
+    /// Whether `point` is durable now.
+    func isDurable(_ point: CommitPoint) -> Bool
+
+    /// Registers a callback run (on a ledger thread) whenever more becomes durable, or on failure.
+    func onCommit(_ callback: @escaping @Sendable (Result<CommitPoint, LedgerError>) -> Void)
+
+    /// Creates a raffle with a fresh secret seed; returns it with the commit point to wait for.
+    func createRaffle(_ spec: RaffleSpec, now: Int64) -> Result<(RaffleInfo, CommitPoint), LedgerError>
+
+    /// Closes a raffle (no more entries), reveals the seed and draws the winners. Idempotent.
+    func closeRaffle(_ id: UInt64, now: Int64) -> Result<(RaffleInfo, CommitPoint), LedgerError>
+
+    /// Closes every open raffle whose closing time has passed; returns their ids.
+    func closeDueRaffles(now: Int64) -> [UInt64]
+
+    /// One raffle, as of `now`.
+    func raffle(_ id: UInt64, now: Int64) -> RaffleInfo?
+
+    /// Every raffle, by id.
+    func raffles(now: Int64) -> [RaffleInfo]
+
+    /// Whether `userID` holds an entry in raffle `id` (nil: no such raffle).
+    func hasEntry(userID: UInt64, raffle id: UInt64) -> Bool?
+
+    /// The raffle's entries in canonical order (by user id), for export and verification.
+    func entries(of id: UInt64) -> [Draw.Entry]?
+
+    /// Counters.
+    func stats() -> LedgerStats
+
+    /// Flushes and stops. After this, `admit` answers `.unavailable`.
+    func shutdown()
+}

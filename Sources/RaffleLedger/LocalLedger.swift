@@ -1,0 +1,295 @@
+import Foundation
+public import RaffleCore
+public import RaffleStorage
+public import RaffleWire
+import Synchronization
+
+/// A ledger kept in memory and made durable by a local write-ahead log (one node).
+///
+/// All state sits behind one mutex taken **once per batch** (not per entry): validate, dedupe, and
+/// append the batch's new entries to the log's pending buffer happen in one critical section, so the
+/// log's order is the index's order. A batch whose entries were all `already_entered` still waits for
+/// the log position current at its admission — the earlier request that stored them may not be
+/// durable yet, and "already entered" must not be said of an entry a crash could lose.
+///
+/// `@unchecked Sendable`: every mutable field (`table` and the `RaffleRecord`s it holds) is read and
+/// written only inside `lock.withLock`, except during `init`, before the ledger is shared.
+public final class LocalLedger: Ledger, @unchecked Sendable {
+    private final class RaffleRecord {
+        let id: UInt64
+        let spec: RaffleSpec
+        let seed: [UInt8]
+        let commitment: String
+        let index: DedupeIndex
+        var users = ContiguousArray<UInt64>()
+        var tickets = ContiguousArray<UInt32>()
+        var ticketTotal: UInt64 = 0
+        var closedAt: Int64?
+        var draw: DrawResult?
+
+        init(id: UInt64, spec: RaffleSpec, seed: [UInt8]) {
+            self.id = id
+            self.spec = spec
+            self.seed = seed
+            commitment = Draw.commitment(seed: seed)
+            index = DedupeIndex()
+        }
+
+        @inline(__always)
+        func add(_ user: UInt64, _ t: UInt32) {
+            users.append(user)
+            tickets.append(t)
+            ticketTotal &+= UInt64(t)
+        }
+
+        func state(now: Int64) -> RaffleState {
+            if closedAt != nil { return .drawn }
+            return now < spec.opensAt ? .scheduled : .open
+        }
+
+        func info(now: Int64) -> RaffleInfo {
+            RaffleInfo(
+                id: id, spec: spec, seedCommitment: commitment, state: state(now: now), entries: users.count,
+                tickets: ticketTotal, draw: draw)
+        }
+
+        var entryList: [Draw.Entry] {
+            Draw.canonical(zip(users, tickets).map { Draw.Entry(userID: $0, tickets: $1) })
+        }
+    }
+
+    private struct State {
+        var raffles: [UInt64: RaffleRecord] = [:]
+        var nextID: UInt64 = 1
+    }
+
+    private let lock = Mutex<Void>(())
+    private var table: State
+    /// The write-ahead log.
+    public let log: WriteAheadLog
+    /// What start-up replay found.
+    public let replay: ReplayReport
+
+    /// Opens (or creates) the ledger in `directory`: replays the log, then starts the log writer.
+    /// - Throws: `LogCorruption` (file and offset) or `LogFailure`; see `WriteAheadLog.open`.
+    public init(directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20) throws {
+        var replayed = State()
+        let (log, report) = try WriteAheadLog.open(directory: directory, durability: durability, segmentBytes: segmentBytes) {
+            kind, reader in try Self.apply(kind, &reader, to: &replayed)
+        }
+        // Raffles closed before the restart: recompute their published draw (deterministic).
+        for record in replayed.raffles.values where record.closedAt != nil {
+            record.draw = Self.draw(record, closedAt: record.closedAt ?? 0)
+        }
+        self.table = replayed
+        self.log = log
+        self.replay = report
+        log.start()
+    }
+
+    private static func apply(_ kind: RecordKind, _ r: inout RecordReader, to s: inout State) throws {
+        switch kind {
+        case .entries:
+            guard let id = r.u64(), let raffle = s.raffles[id] else { throw replayError("entries for an unknown raffle") }
+            while r.remaining >= 12 {
+                guard let user = r.u64(), let t = r.u32() else { break }
+                if raffle.index.insert(user) { raffle.add(user, t) }
+            }
+        case .raffleCreated:
+            guard let id = r.u64() else { throw replayError("raffle record without id") }
+            let json = r.rest()
+            guard let saved = try? JSONDecoder().decode(SavedRaffle.self, from: Data(json)),
+                let seed = Draw.bytes(hex: saved.seed)
+            else { throw replayError("raffle \(id): unreadable definition") }
+            s.raffles[id] = RaffleRecord(id: id, spec: saved.spec, seed: seed)
+            s.nextID = max(s.nextID, id + 1)
+        case .raffleClosed:
+            guard let id = r.u64(), let at = r.i64(), let raffle = s.raffles[id] else { throw replayError("close of an unknown raffle") }
+            raffle.closedAt = at
+        default:
+            throw replayError("unknown record kind \(kind.rawValue)")
+        }
+    }
+
+    private static func replayError(_ message: String) -> LogFailure {
+        LogFailure(message: "log replay: " + message)
+    }
+
+    private struct SavedRaffle: Codable {
+        var spec: RaffleSpec
+        var seed: String
+    }
+
+    // MARK: - Entry path
+
+    public func admit(_ batch: EntryBatchView, now: Int64, outcomes: UnsafeMutableBufferPointer<EntryOutcome>) -> Admission {
+        let n = batch.count
+        guard outcomes.count >= n else { return .unavailable("outcome buffer too small") }
+        return lock.withLock { _ -> Admission in
+            guard let raffle = table.raffles[batch.raffleID] else { return .unknownRaffle }
+            let valid = batch.validate(maxTicketsPerEntry: raffle.spec.maxTicketsPerUser, into: outcomes)
+            let phase = raffle.state(now: now)
+            if phase != .open || now >= raffle.spec.closesAt {
+                let outcome: EntryOutcome = phase == .scheduled ? .raffleNotOpen : .raffleClosed
+                if valid > 0 { for i in 0..<n where outcomes[i] == .accepted { outcomes[i] = outcome } }
+                return .processed(accepted: 0, commit: CommitPoint(lsn: 0))
+            }
+            var accepted = 0
+            for i in 0..<n where outcomes[i] == .accepted {
+                if raffle.index.insert(batch.userID(at: i)) {
+                    accepted &+= 1
+                } else {
+                    outcomes[i] = .alreadyEntered
+                }
+            }
+            guard accepted > 0 else {
+                if let failure = log.failure { return .unavailable(failure.message) }
+                return .processed(accepted: 0, commit: CommitPoint(lsn: log.appendedLSN))
+            }
+            let appended = log.append(kind: .entries) { w in
+                w.u64(batch.raffleID)
+                w.reserved(accepted * 12) { out in
+                    var o = 0
+                    for i in 0..<n where outcomes[i] == .accepted {
+                        let user = batch.userID(at: i)
+                        let t = batch.tickets(at: i)
+                        out.storeBytes(of: user.littleEndian, toByteOffset: o, as: UInt64.self)
+                        out.storeBytes(of: t.littleEndian, toByteOffset: o + 8, as: UInt32.self)
+                        raffle.add(user, t)
+                        o &+= 12
+                    }
+                    return o
+                }
+            }
+            switch appended {
+            case .success(let lsn): return .processed(accepted: accepted, commit: CommitPoint(lsn: lsn))
+            case .failure(let failure): return .unavailable(failure.message)
+            }
+        }
+    }
+
+    public func isDurable(_ point: CommitPoint) -> Bool { log.durableLSN >= point.lsn }
+
+    public func onCommit(_ callback: @escaping @Sendable (Result<CommitPoint, LedgerError>) -> Void) {
+        log.addCommitListener { result in
+            callback(result.map(CommitPoint.init(lsn:)).mapError { LedgerError(.unavailable, $0.message) })
+        }
+    }
+
+    // MARK: - Admin
+
+    public func createRaffle(_ spec: RaffleSpec, now: Int64) -> Result<(RaffleInfo, CommitPoint), LedgerError> {
+        if let problem = spec.problem { return .failure(LedgerError(.invalid, problem)) }
+        let seed = Draw.makeSeed()
+        let json: [UInt8]
+        do {
+            json = Array(try JSONEncoder().encode(SavedRaffle(spec: spec, seed: Draw.hex(seed))))
+        } catch {
+            return .failure(LedgerError(.invalid, "cannot encode raffle: \(error)"))
+        }
+        return lock.withLock { _ in
+            let id = table.nextID
+            let appended = log.append(kind: .raffleCreated) { w in
+                w.u64(id)
+                w.bytes(json)
+            }
+            switch appended {
+            case .failure(let failure):
+                return .failure(LedgerError(.unavailable, failure.message))
+            case .success(let lsn):
+                table.nextID += 1
+                let record = RaffleRecord(id: id, spec: spec, seed: seed)
+                table.raffles[id] = record
+                return .success((record.info(now: now), CommitPoint(lsn: lsn)))
+            }
+        }
+    }
+
+    public func closeRaffle(_ id: UInt64, now: Int64) -> Result<(RaffleInfo, CommitPoint), LedgerError> {
+        // Close under the lock (no entry is admitted after), draw outside it (sorting a million
+        // entries must not stall the entry path), publish under the lock.
+        let closing: Result<(RaffleRecord, CommitPoint, Bool), LedgerError> = lock.withLock { _ in
+            guard let raffle = table.raffles[id] else { return .failure(LedgerError(.notFound, "raffle \(id) does not exist")) }
+            if raffle.closedAt != nil { return .success((raffle, CommitPoint(lsn: log.appendedLSN), false)) }
+            let at = min(now, raffle.spec.closesAt)
+            let appended = log.append(kind: .raffleClosed) { w in
+                w.u64(id)
+                w.i64(at)
+            }
+            switch appended {
+            case .failure(let failure): return .failure(LedgerError(.unavailable, failure.message))
+            case .success(let lsn):
+                raffle.closedAt = at
+                return .success((raffle, CommitPoint(lsn: lsn), true))
+            }
+        }
+        switch closing {
+        case .failure(let error):
+            return .failure(error)
+        case .success(let (raffle, point, fresh)):
+            if fresh {
+                let result = lock.withLock { _ in (raffle.entryList, raffle.closedAt ?? now) }
+                let draw = Self.draw(entries: result.0, raffle: raffle, closedAt: result.1)
+                lock.withLock { _ in raffle.draw = draw }
+            } else {
+                // Another caller may still be drawing; wait for it by drawing here if needed.
+                let pending = lock.withLock { _ in raffle.draw == nil ? (raffle.entryList, raffle.closedAt ?? now) : nil }
+                if let pending {
+                    let draw = Self.draw(entries: pending.0, raffle: raffle, closedAt: pending.1)
+                    lock.withLock { _ in if raffle.draw == nil { raffle.draw = draw } }
+                }
+            }
+            return .success((lock.withLock { _ in raffle.info(now: now) }, point))
+        }
+    }
+
+    private static func draw(_ raffle: RaffleRecord, closedAt: Int64) -> DrawResult {
+        draw(entries: raffle.entryList, raffle: raffle, closedAt: closedAt)
+    }
+
+    private static func draw(entries: [Draw.Entry], raffle: RaffleRecord, closedAt: Int64) -> DrawResult {
+        let (hash, winners) = Draw.winners(entries: entries, seed: raffle.seed, count: raffle.spec.winners)
+        return DrawResult(
+            closedAt: closedAt, entryListHash: hash, seed: Draw.hex(raffle.seed), entries: entries.count,
+            tickets: entries.reduce(0) { $0 + UInt64($1.tickets) }, winners: winners)
+    }
+
+    public func closeDueRaffles(now: Int64) -> [UInt64] {
+        let due = lock.withLock { _ in table.raffles.values.filter { $0.closedAt == nil && $0.spec.closesAt <= now }.map(\.id) }
+        return due.filter { if case .success = closeRaffle($0, now: now) { true } else { false } }
+    }
+
+    public func raffle(_ id: UInt64, now: Int64) -> RaffleInfo? {
+        lock.withLock { _ in table.raffles[id]?.info(now: now) }
+    }
+
+    public func raffles(now: Int64) -> [RaffleInfo] {
+        lock.withLock { _ in table.raffles.values.map { $0.info(now: now) } }.sorted { $0.id < $1.id }
+    }
+
+    public func hasEntry(userID: UInt64, raffle id: UInt64) -> Bool? {
+        lock.withLock { _ in table.raffles[id]?.index.contains(userID) }
+    }
+
+    public func entries(of id: UInt64) -> [Draw.Entry]? {
+        let raw = lock.withLock { _ -> (ContiguousArray<UInt64>, ContiguousArray<UInt32>)? in
+            guard let r = table.raffles[id] else { return nil }
+            return (r.users, r.tickets)
+        }
+        guard let raw else { return nil }
+        return Draw.canonical(zip(raw.0, raw.1).map { Draw.Entry(userID: $0, tickets: $1) })
+    }
+
+    public func stats() -> LedgerStats {
+        let (raffles, entries, indexBytes) = lock.withLock { _ in
+            table.raffles.values.reduce((table.raffles.count, 0, 0)) { acc, r in (acc.0, acc.1 + r.users.count, acc.2 + r.index.memoryBytes) }
+        }
+        return LedgerStats(
+            raffles: raffles, entries: entries, indexBytes: indexBytes,
+            indexBytesPerEntry: entries == 0 ? 0 : Double(indexBytes) / Double(entries),
+            logAppendedBytes: log.appendedLSN, logDurableBytes: log.durableLSN, commits: log.commitCount,
+            durability: log.durability.rawValue)
+    }
+
+    public func shutdown() { log.stop() }
+}

@@ -1,0 +1,221 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import RaffleWire
+
+/// The open segment file; touched only by the writer thread (and by start-up and stop, which run
+/// when the writer does not).
+struct WriterState: ~Copyable {
+    // Non-copyable so the file descriptor has exactly one owner.
+    let directory: String
+    private(set) var fd: Int32
+    private(set) var segment: Int
+    private(set) var size: Int
+
+    init(directory: String, segment: Int, fd: Int32, size: Int) {
+        self.directory = directory
+        self.segment = segment
+        self.fd = fd
+        self.size = size
+    }
+
+    static func path(_ directory: String, _ segment: Int) -> String {
+        let n = String(segment)
+        return directory + "/wal-" + String(repeating: "0", count: max(0, 8 - n.count)) + n + ".log"
+    }
+
+    /// Creates segment `segment` and fsyncs the directory so the new file's name is durable.
+    static func create(directory: String, segment: Int) throws(LogFailure) -> Int32 {
+        let path = path(directory, segment)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw LogFailure(message: "cannot create \(path): \(errnoText())") }
+        try syncDirectory(directory)
+        return fd
+    }
+
+    static func syncDirectory(_ directory: String) throws(LogFailure) {
+        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dfd >= 0 else { throw LogFailure(message: "cannot open directory \(directory): \(errnoText())") }
+        defer { Glibc.close(dfd) }
+        guard fsync(dfd) == 0 else { throw LogFailure(message: "fsync of directory \(directory) failed: \(errnoText())") }
+    }
+
+    mutating func write(_ batch: ByteArray, segmentBytes: Int) throws(LogFailure) {
+        if size > 0 && size + batch.count > segmentBytes {
+            // Roll: make the old segment durable, then start a new one (the directory is synced).
+            guard fdatasync(fd) == 0 else { throw LogFailure(message: "fdatasync of \(Self.path(directory, segment)) failed: \(errnoText())") }
+            Glibc.close(fd)
+            fd = -1
+            segment += 1
+            fd = try Self.create(directory: directory, segment: segment)
+            size = 0
+        }
+        var written = 0
+        while written < batch.count {
+            let n = Glibc.write(fd, batch.base + written, batch.count - written)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LogFailure(message: "write to \(Self.path(directory, segment)) failed: \(errnoText())")
+            }
+            written += n
+        }
+        size += written
+    }
+
+    func sync() throws(LogFailure) {
+        guard fdatasync(fd) == 0 else {
+            throw LogFailure(message: "fdatasync of \(Self.path(directory, segment)) failed: \(errnoText())")
+        }
+    }
+
+    mutating func close() {
+        if fd >= 0 {
+            _ = fdatasync(fd)
+            Glibc.close(fd)
+            fd = -1
+        }
+    }
+}
+
+func errnoText() -> String { String(cString: strerror(errno)) + " (errno \(errno))" }
+
+/// What start-up found in the log.
+public struct ReplayReport: Sendable, Hashable {
+    /// A torn tail cut off at start-up.
+    public struct TruncatedTail: Sendable, Hashable {
+        /// The segment file.
+        public var file: String
+        /// Where it was cut (the length of its valid prefix).
+        public var offset: Int
+        /// How many bytes were cut off.
+        public var bytes: Int
+    }
+    /// Segments read.
+    public var segments = 0
+    /// Records applied.
+    public var records = 0
+    /// Bytes of valid log.
+    public var bytes: UInt64 = 0
+    /// Set when a torn tail was cut off.
+    public var truncatedTail: TruncatedTail?
+}
+
+/// A corrupt record before the log's tail: start-up must stop.
+public struct LogCorruption: Error, Sendable, CustomStringConvertible {
+    /// The segment file.
+    public var file: String
+    /// Byte offset of the bad record in the file.
+    public var offset: Int
+    /// What is wrong.
+    public var reason: String
+    public var description: String {
+        "log corrupt at \(file) offset \(offset): \(reason). Records after it cannot be trusted; refusing to start. "
+            + "Restore the data directory from a backup, or move the damaged segment aside if you accept losing what it holds."
+    }
+}
+
+extension WriteAheadLog {
+    /// Opens the log in `directory` (created if missing): replays every record in order through
+    /// `apply`, cuts off a torn tail (a last record that is incomplete, or zeros, at the end of the
+    /// last segment), and returns a log ready to `start()` appending after the last valid record.
+    ///
+    /// - Throws: `LogCorruption` naming the file and offset when a record before the tail is damaged;
+    ///   `LogFailure` when the directory or files cannot be used; any error `apply` throws.
+    public static func open(
+        directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20,
+        apply: (RecordKind, inout RecordReader) throws -> Void
+    ) throws -> (WriteAheadLog, ReplayReport) {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw LogFailure(message: "cannot create data directory \(directory): \(error.localizedDescription)")
+        }
+        let names = try segmentNumbers(in: directory)
+        var report = ReplayReport()
+        var lsn: UInt64 = 0
+        var last: (segment: Int, size: Int)?
+        for (index, segment) in names.enumerated() {
+            let path = WriterState.path(directory, segment)
+            let isLast = index == names.count - 1
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw LogFailure(message: "cannot read \(path)")
+            }
+            let valid = try data.withUnsafeBytes { raw throws -> Int in
+                try scan(raw, path: path, isLast: isLast) { kind, reader in
+                    try apply(kind, &reader)
+                    report.records += 1
+                }
+            }
+            if valid < data.count {
+                // Torn tail (scan throws for anything else): cut it off so appends follow valid data.
+                guard truncate(path, off_t(valid)) == 0 else { throw LogFailure(message: "cannot truncate \(path): \(errnoText())") }
+                report.truncatedTail = .init(file: path, offset: valid, bytes: data.count - valid)
+            }
+            lsn += UInt64(valid)
+            report.segments += 1
+            last = (segment, valid)
+        }
+        report.bytes = lsn
+        let state: WriterState
+        if let last {
+            let path = WriterState.path(directory, last.segment)
+            let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+            guard fd >= 0 else { throw LogFailure(message: "cannot open \(path) for appending: \(errnoText())") }
+            if report.truncatedTail != nil { guard fsync(fd) == 0 else { throw LogFailure(message: "fsync of \(path) failed: \(errnoText())") } }
+            state = WriterState(directory: directory, segment: last.segment, fd: fd, size: last.size)
+        } else {
+            state = WriterState(directory: directory, segment: 1, fd: try WriterState.create(directory: directory, segment: 1), size: 0)
+        }
+        let log = WriteAheadLog(directory: directory, durability: durability, segmentBytes: segmentBytes, writer: state, startLSN: lsn)
+        return (log, report)
+    }
+
+    static func segmentNumbers(in directory: String) throws -> [Int] {
+        let files: [String]
+        do { files = try FileManager.default.contentsOfDirectory(atPath: directory) } catch {
+            throw LogFailure(message: "cannot list \(directory): \(error.localizedDescription)")
+        }
+        return files.compactMap { name -> Int? in
+            guard name.hasPrefix("wal-"), name.hasSuffix(".log") else { return nil }
+            return Int(name.dropFirst(4).dropLast(4))
+        }.sorted()
+    }
+
+    /// Walks the records of one segment; returns the length of its valid prefix. A damaged record
+    /// is a torn tail (returned as the valid length) only in the last segment and only when nothing
+    /// trustworthy could follow it: the record runs past the end of the file, or everything from it
+    /// to the end is zero. Anything else is corruption.
+    static func scan(
+        _ raw: UnsafeRawBufferPointer, path: String, isLast: Bool, apply: (RecordKind, inout RecordReader) throws -> Void
+    ) throws -> Int {
+        var offset = 0
+        while offset < raw.count {
+            let remaining = raw.count - offset
+            func damaged(_ reason: String, runsPastEnd: Bool) throws -> Int {
+                let allZero = raw[offset...].allSatisfy { $0 == 0 }
+                if isLast && (runsPastEnd || allZero) { return offset }
+                throw LogCorruption(file: path, offset: offset, reason: reason)
+            }
+            guard remaining >= 8 else { return try damaged("record header cut short", runsPastEnd: true) }
+            let length = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+            let crc = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
+            guard length >= 4 else { return try damaged("record length \(length) is too small", runsPastEnd: false) }
+            guard length <= remaining - 8 else {
+                return try damaged("record of \(length) bytes runs past the end of the file", runsPastEnd: true)
+            }
+            let body = UnsafeRawBufferPointer(rebasing: raw[(offset + 8)..<(offset + 8 + length)])
+            guard CRC32C.extend(0, body) == crc else {
+                return try damaged("record checksum mismatch", runsPastEnd: offset + 8 + length == raw.count)
+            }
+            var reader = RecordReader(body: body)
+            let kind = RecordKind(rawValue: reader.u8() ?? 0)
+            _ = reader.skip(3)
+            try apply(kind, &reader)
+            offset += 8 + length
+        }
+        return offset
+    }
+}

@@ -1,0 +1,221 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import RaffleWire
+import Synchronization
+
+/// How the log makes records durable before they are acknowledged.
+public enum Durability: String, Sendable, CaseIterable {
+    /// `fdatasync` after every group of records (default): an acknowledged entry survives power loss.
+    case fsync
+    /// Write, never sync: for experiments only. Every output it affects names it.
+    case none
+}
+
+/// Why the log stopped accepting records.
+public struct LogFailure: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What failed, with the OS error.
+    public var message: String
+    /// Creates a failure.
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// An append-only, segmented write-ahead log with group commit.
+///
+/// Callers on any thread `append` records into an in-memory pending buffer (under a lock) and get
+/// the log sequence number (LSN, bytes appended so far) that covers them. One writer thread takes the
+/// whole pending buffer, writes it, and issues **one `fdatasync` for everything that arrived
+/// meanwhile** — group commit without timers: when idle the writer sleeps on a condition and wakes
+/// on the next append. After each commit it publishes `durableLSN` and calls the commit listeners;
+/// an entry may be acknowledged once `durableLSN` covers its LSN.
+///
+/// On disk: files `wal-NNNNNNNN.log` in the data directory, each a sequence of records
+/// `[u32 body length][u32 CRC32C(body)][body]` (little-endian); a new segment starts when the current
+/// one passes `segmentBytes`, and the directory is fsynced when a segment is created.
+///
+/// A write or fsync error stops the log for good: it stops acknowledging (listeners get the failure,
+/// later appends are refused) rather than retry and risk acknowledging lost data.
+public final class WriteAheadLog: Sendable {
+    /// Called on the writer thread after each commit with the new durable LSN, or with the failure.
+    public typealias CommitListener = @Sendable (Result<UInt64, LogFailure>) -> Void
+
+    /// Where the segments live.
+    public let directory: String
+    /// Durability mode.
+    public let durability: Durability
+    /// Size at which a new segment is started (default 64 MiB).
+    public let segmentBytes: Int
+
+    private struct Shared: ~Copyable {
+        var pending: ByteArray
+        var appendedLSN: UInt64
+        var failure: LogFailure?
+        var stopping = false
+        var listeners: [CommitListener] = []
+    }
+
+    private let shared: Mutex<Shared>
+    private let wake = Condition()
+    private let durable = Atomic<UInt64>(0)
+    private let commits = Atomic<UInt64>(0)
+    private let writer: Mutex<WriterState>
+    private let finished = Condition()
+    private let running = Atomic<Bool>(false)
+
+    /// Creates a log appending after `replay` (which must have run on the same directory).
+    init(directory: String, durability: Durability, segmentBytes: Int, writer: consuming WriterState, startLSN: UInt64) {
+        self.directory = directory
+        self.durability = durability
+        self.segmentBytes = segmentBytes
+        self.shared = Mutex(Shared(pending: ByteArray(capacity: 1 << 20), appendedLSN: startLSN))
+        self.writer = Mutex(writer)
+        durable.store(startLSN, ordering: .relaxed)
+    }
+
+    /// Bytes appended so far (including not yet durable).
+    public var appendedLSN: UInt64 { shared.withLock { $0.appendedLSN } }
+    /// Bytes known to be on disk (with `.none`: written to the OS).
+    public var durableLSN: UInt64 { durable.load(ordering: .acquiring) }
+    /// Number of commits (fdatasync calls with `.fsync`) so far.
+    public var commitCount: UInt64 { commits.load(ordering: .relaxed) }
+    /// The failure that stopped the log, if any.
+    public var failure: LogFailure? { shared.withLock { $0.failure } }
+    /// Bytes appended but not yet handed to the writer.
+    public var backlogBytes: Int { shared.withLock { $0.pending.count } }
+
+    /// Registers a listener called after every commit (on the writer thread; hop to your own thread).
+    public func addCommitListener(_ listener: @escaping CommitListener) {
+        shared.withLock { $0.listeners.append(listener) }
+    }
+
+    /// Appends one record whose body `write` produces into the given writer, and returns the LSN that
+    /// covers it, or the failure if the log has stopped. `write` runs under the log's lock: keep it
+    /// short and allocation-free (it writes into preallocated memory).
+    public func append(kind: RecordKind, _ write: (inout RecordWriter) -> Void) -> Result<UInt64, LogFailure> {
+        let result: Result<UInt64, LogFailure> = shared.withLock { s in
+            if let failure = s.failure { return .failure(failure) }
+            if s.stopping { return .failure(LogFailure(message: "the log is shutting down")) }
+            let start = s.pending.count
+            s.pending.appendZeros(8)
+            var w = RecordWriter(buffer: s.pending)
+            w.u8(kind.rawValue)
+            w.zeros(3)
+            write(&w)
+            s.pending = w.buffer
+            let bodyLength = s.pending.count - start - 8
+            let crc = s.pending.withBytes(from: start + 8, count: bodyLength) { CRC32C.extend(0, $0) }
+            s.pending.setLE32(UInt32(bodyLength), at: start)
+            s.pending.setLE32(crc, at: start + 4)
+            s.appendedLSN += UInt64(bodyLength + 8)
+            return .success(s.appendedLSN)
+        }
+        wake.signal()
+        return result
+    }
+
+    /// Starts the writer thread.
+    public func start() {
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let thread = Thread { [self] in self.writerLoop() }
+        thread.name = "raffled-wal"
+        thread.start()
+    }
+
+    /// Flushes everything appended, syncs, and stops the writer. Later appends are refused.
+    /// Returns the failure, if the log failed.
+    @discardableResult
+    public func stop() -> LogFailure? {
+        shared.withLock { $0.stopping = true }
+        if running.load(ordering: .acquiring) {
+            wake.signal()
+            finished.wait { !self.running.load(ordering: .acquiring) }
+        }
+        writer.withLock { $0.close() }
+        return failure
+    }
+
+    private func writerLoop() {
+        var batch = ByteArray(capacity: 1 << 20)
+        while true {
+            wake.wait { self.shared.withLock { !$0.pending.isEmpty || $0.stopping } }
+            let (target, stopping, listeners): (UInt64, Bool, [CommitListener]) = shared.withLock { s in
+                swap(&s.pending, &batch)
+                return (s.appendedLSN, s.stopping, s.listeners)
+            }
+            if !batch.isEmpty {
+                let outcome: Result<UInt64, LogFailure> = writer.withLock { w in
+                    do throws(LogFailure) {
+                        try w.write(batch, segmentBytes: segmentBytes)
+                        if durability == .fsync { try w.sync() }
+                        return .success(target)
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+                batch.removeAll()
+                switch outcome {
+                case .success(let lsn):
+                    durable.store(lsn, ordering: .releasing)
+                    commits.add(1, ordering: .relaxed)
+                case .failure(let failure):
+                    shared.withLock { $0.failure = failure }
+                }
+                for listener in listeners { listener(outcome) }
+                if case .failure = outcome { break }
+            }
+            if stopping && shared.withLock({ $0.pending.isEmpty }) { break }
+        }
+        running.store(false, ordering: .releasing)
+        finished.signal()
+    }
+}
+
+/// Kinds of log record (the first byte of a record body).
+public struct RecordKind: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// Accepted entries of one batch: raffle id, count, then (user id u64, tickets u32) each.
+    public static let entries = RecordKind(rawValue: 1)
+    /// A raffle was created: raffle id, then its definition as JSON.
+    public static let raffleCreated = RecordKind(rawValue: 2)
+    /// A raffle was closed: raffle id, then the closing time (i64 ms since the epoch).
+    public static let raffleClosed = RecordKind(rawValue: 3)
+}
+
+/// A small condition variable (pthread) for the writer thread. Waits re-check their predicate.
+final class Condition: @unchecked Sendable {
+    // @unchecked Sendable: the pthread mutex and condition are only touched through
+    // pthread_mutex_lock/unlock and pthread_cond_wait/signal, which are thread-safe by contract;
+    // the pointers are allocated once in init and freed in deinit, never reassigned.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        cond.deallocate()
+    }
+
+    /// Blocks until `ready()` is true. `ready` must not call `signal`.
+    func wait(until ready: () -> Bool) {
+        pthread_mutex_lock(mutex)
+        while !ready() { pthread_cond_wait(cond, mutex) }
+        pthread_mutex_unlock(mutex)
+    }
+
+    func signal() {
+        pthread_mutex_lock(mutex)
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+    }
+}

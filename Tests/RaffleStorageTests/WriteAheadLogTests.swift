@@ -1,0 +1,171 @@
+import Foundation
+import RaffleStorage
+import Testing
+
+/// A fresh directory under the system temp dir, removed when the test's scope ends.
+final class TempDir {
+    let path: String
+    init() {
+        path = NSTemporaryDirectory() + "raffled-test-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+    func files() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
+}
+
+/// Opens a log in `dir` and returns it with the (kind, payload) records replayed.
+func openLog(_ dir: String, segmentBytes: Int = 64 << 20, durability: Durability = .fsync) throws -> (WriteAheadLog, ReplayReport, [(UInt8, [UInt8])]) {
+    var records: [(UInt8, [UInt8])] = []
+    let (log, report) = try WriteAheadLog.open(directory: dir, durability: durability, segmentBytes: segmentBytes) { kind, reader in
+        records.append((kind.rawValue, Array(reader.rest())))
+    }
+    return (log, report, records)
+}
+
+func payload(_ i: Int) -> [UInt8] { (0..<(8 + i % 40)).map { UInt8(truncatingIfNeeded: i &* 31 &+ $0) } }
+
+@discardableResult
+func appendAndWait(_ log: WriteAheadLog, _ bytes: [UInt8]) throws -> UInt64 {
+    let lsn = try log.append(kind: .entries) { $0.bytes(bytes) }.get()
+    while log.durableLSN < lsn && log.failure == nil { usleep(100) }
+    return lsn
+}
+
+@Suite("Write-ahead log")
+struct WriteAheadLogTests {
+    @Test func recordsSurviveReopen() throws {
+        let dir = TempDir()
+        let (log, report, none) = try openLog(dir.path)
+        #expect(none.isEmpty && report.records == 0)
+        log.start()
+        for i in 0..<100 { try appendAndWait(log, payload(i)) }
+        #expect(log.stop() == nil)
+        let (again, report2, records) = try openLog(dir.path)
+        _ = again.stop()
+        #expect(records.count == 100)
+        #expect(report2.truncatedTail == nil)
+        for (i, record) in records.enumerated() {
+            #expect(record.0 == 1)
+            #expect(record.1 == payload(i))
+        }
+    }
+
+    @Test func groupCommitCoversConcurrentAppendsWithFewerSyncs() async throws {
+        let dir = TempDir()
+        let (log, _, _) = try openLog(dir.path)
+        log.start()
+        let appends = 4 * 500
+        await withTaskGroup(of: Void.self) { group in
+            for t in 0..<4 {
+                group.addTask {
+                    for i in 0..<500 { _ = try? appendAndWait(log, payload(t * 1000 + i)) }
+                }
+            }
+        }
+        #expect(log.stop() == nil)
+        #expect(log.durableLSN == log.appendedLSN)
+        // Four writers each waiting for durability: syncs must be shared, not one per append.
+        #expect(log.commitCount < UInt64(appends), "commits: \(log.commitCount)")
+        let (_, _, records) = try openLog(dir.path)
+        #expect(records.count == appends)
+    }
+
+    @Test func segmentsRollAndReplayInOrder() throws {
+        let dir = TempDir()
+        let (log, _, _) = try openLog(dir.path, segmentBytes: 512)
+        log.start()
+        for i in 0..<200 { try appendAndWait(log, payload(i)) }
+        log.stop()
+        #expect(dir.files().count > 5, "\(dir.files())")
+        let (log2, report, records) = try openLog(dir.path, segmentBytes: 512)
+        #expect(report.segments == dir.files().count)
+        #expect(records.map(\.1) == (0..<200).map(payload))
+        // Appending continues in the last segment after a restart.
+        log2.start()
+        try appendAndWait(log2, [1, 2, 3, 4])
+        log2.stop()
+        let (_, _, after) = try openLog(dir.path, segmentBytes: 512)
+        #expect(after.count == 201 && after.last?.1 == [1, 2, 3, 4])
+    }
+
+    @Test func tornTailIsCutAtEveryOffset() throws {
+        let dir = TempDir()
+        let (log, _, _) = try openLog(dir.path)
+        log.start()
+        var ends: [UInt64] = []
+        for i in 0..<6 { ends.append(try appendAndWait(log, payload(i))) }
+        log.stop()
+        let file = dir.path + "/" + (dir.files().first ?? "")
+        let full = try Data(contentsOf: URL(fileURLWithPath: file))
+        let lastThreeStart = Int(ends[2])
+        for cut in lastThreeStart...full.count {
+            try full.prefix(cut).write(to: URL(fileURLWithPath: file))
+            let (reopened, report, records) = try openLog(dir.path)
+            reopened.stop()
+            let whole = ends.filter { Int($0) <= cut }.count
+            #expect(records.count == whole, "cut at \(cut)")
+            let endOfWhole = whole == 0 ? 0 : Int(ends[whole - 1])
+            if cut == endOfWhole {
+                #expect(report.truncatedTail == nil)
+            } else {
+                #expect(report.truncatedTail?.offset == endOfWhole, "cut at \(cut)")
+                #expect(report.truncatedTail?.bytes == cut - endOfWhole)
+            }
+            let size = (try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? -1
+            #expect(size == endOfWhole, "the torn tail is removed from the file")
+        }
+    }
+
+    @Test func zeroFilledTailIsTorn() throws {
+        let dir = TempDir()
+        let (log, _, _) = try openLog(dir.path)
+        log.start()
+        try appendAndWait(log, payload(1))
+        log.stop()
+        let file = dir.path + "/" + (dir.files().first ?? "")
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(count: 4096))
+        try handle.close()
+        let (l, report, records) = try openLog(dir.path)
+        l.stop()
+        #expect(records.count == 1)
+        #expect(report.truncatedTail?.bytes == 4096)
+    }
+
+    @Test func corruptionBeforeTheTailStopsStartUpNamingFileAndOffset() throws {
+        let dir = TempDir()
+        let (log, _, _) = try openLog(dir.path)
+        log.start()
+        let first = try appendAndWait(log, payload(1))
+        for i in 2..<5 { try appendAndWait(log, payload(i)) }
+        log.stop()
+        let name = dir.files().first ?? ""
+        let url = URL(fileURLWithPath: dir.path + "/" + name)
+        var bytes = try Data(contentsOf: url)
+        bytes[Int(first) + 10] ^= 0xFF  // inside the second record's body
+        try bytes.write(to: url)
+        #expect {
+            _ = try openLog(dir.path)
+        } throws: { error in
+            guard let corruption = error as? LogCorruption else { return false }
+            return corruption.file.hasSuffix(name) && corruption.offset == Int(first)
+                && corruption.description.contains("offset \(first)")
+        }
+    }
+
+    @Test func aWriteErrorStopsAcknowledging() throws {
+        let dir = TempDir()
+        let (log, _, _) = try openLog(dir.path, segmentBytes: 64)
+        // The next segment's name is taken by a file we cannot replace: rolling to it fails.
+        FileManager.default.createFile(atPath: dir.path + "/wal-00000002.log", contents: nil)
+        log.start()
+        try appendAndWait(log, payload(60))  // fills segment 1
+        let lsn = try log.append(kind: .entries) { $0.bytes(payload(61)) }.get()
+        while log.failure == nil { usleep(100) }
+        #expect(log.durableLSN < lsn, "the failed write is never reported durable")
+        #expect(log.failure?.message.contains("wal-00000002.log") == true)
+        #expect(throws: LogFailure.self) { try log.append(kind: .entries) { $0.bytes([1]) }.get() }
+        log.stop()
+    }
+}
