@@ -21,10 +21,17 @@ let package = Package(
     products: [
         .library(name: "RaffleWire", targets: ["RaffleWire"]),
         .library(name: "RaffleWireNIO", targets: ["RaffleWireNIO"]),
+        .library(name: "RaffleServer", targets: ["RaffleServer"]),
+        .executable(name: "raffled", targets: ["raffled"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // libnghttp2 from the system (Debian/Ubuntu: libnghttp2-dev; scripts/setup installs it).
@@ -66,6 +73,36 @@ let package = Package(
         .target(
             name: "RaffleLedger",
             dependencies: ["RaffleWire", "RaffleCore", "RaffleStorage"],
+            swiftSettings: strict
+        ),
+        // The HTTP/2 glue over libnghttp2, shared by the server and the client.
+        .target(
+            name: "RaffleHTTP2",
+            dependencies: ["CNGHTTP2", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // The server: HTTP/2 connections, the entry path, the admin API, metrics.
+        .target(
+            name: "RaffleServer",
+            dependencies: [
+                "RaffleWire", "RaffleWireNIO", "RaffleHTTP2", "RaffleCore", "RaffleLedger", "RaffleStorage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "raffled",
+            dependencies: [
+                "RaffleServer", "RaffleStorage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

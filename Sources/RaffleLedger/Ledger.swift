@@ -93,6 +93,9 @@ public protocol Ledger: AnyObject, Sendable {
     /// Counters.
     func stats() -> LedgerStats
 
+    /// Why the ledger stopped acknowledging (storage failure), or nil while healthy.
+    var failureReason: String? { get }
+
     /// Flushes and stops. After this, `admit` answers `.unavailable`.
     func shutdown()
 }

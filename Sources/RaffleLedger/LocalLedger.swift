@@ -291,5 +291,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
             durability: log.durability.rawValue)
     }
 
+    public var failureReason: String? { log.failure?.message }
+
     public func shutdown() { log.stop() }
 }

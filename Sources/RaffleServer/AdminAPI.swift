@@ -1,0 +1,235 @@
+import Foundation
+public import RaffleCore
+import RaffleLedger
+import RaffleStorage
+
+/// A response of the JSON admin and read API.
+struct AdminResponse {
+    var status: Int
+    var kind: BodyKind
+    var body: [UInt8]
+    /// Sent only once this is durable (raffle created or closed).
+    var commit: CommitPoint?
+
+    init(status: Int, kind: BodyKind = .json, body: [UInt8], commit: CommitPoint? = nil) {
+        self.status = status
+        self.kind = kind
+        self.body = body
+        self.commit = commit
+    }
+
+    init(status: Int, json: [UInt8], commit: CommitPoint? = nil) {
+        self.init(status: status, kind: .json, body: json, commit: commit)
+    }
+}
+
+/// The admin and read API, as JSON over the same HTTP/2 port (see README "Admin API"):
+///
+/// | method | path | does |
+/// |---|---|---|
+/// | GET | `/healthz` | 200 `{"status":"ok"}`, 503 once the log has failed |
+/// | GET | `/metrics` | Prometheus text |
+/// | GET | `/v1/stats` | ledger counters |
+/// | GET | `/v1/raffles` | every raffle |
+/// | POST | `/v1/raffles` | create: `{"title", "closesAt" or "durationSeconds", "opensAt"?, "winners"?, "maxTicketsPerUser"?}` |
+/// | GET | `/v1/raffles/{id}` | one raffle |
+/// | POST | `/v1/raffles/{id}/close` | close now, reveal the seed, draw |
+/// | POST | `/v1/raffles/{id}/draw` | same as close (idempotent) |
+/// | GET | `/v1/raffles/{id}/winners` | the draw, 409 before it |
+/// | GET | `/v1/raffles/{id}/entries/{userID}` | whether that user has entered |
+/// | GET | `/v1/raffles/{id}/export?format=csv\|ndjson` | the entries in canonical order |
+struct AdminAPI: Sendable {
+    let ledger: any Ledger
+    let metrics: ServerMetrics
+    let durability: Durability
+    let now: @Sendable () -> Int64
+
+    /// Body of a create request.
+    struct CreateRequest: Decodable {
+        var title: String
+        var opensAt: Int64?
+        var closesAt: Int64?
+        var durationSeconds: Int64?
+        var winners: Int?
+        var maxTicketsPerUser: UInt32?
+    }
+
+    static func errorJSON(_ message: String) -> [UInt8] {
+        json(["error": message])
+    }
+
+    static func json(_ value: some Encodable) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return Array((try? encoder.encode(value)) ?? Data("{}".utf8)) + [0x0A]
+    }
+
+    func handle(get: Bool, post: Bool, path fullPath: String, body: [UInt8]) -> AdminResponse {
+        let (path, query) = split(fullPath)
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        let t = now()
+        switch (get, post, parts.count) {
+        case (true, _, 1) where parts[0] == "healthz":
+            if let failure = ledger.failureReason {
+                return AdminResponse(status: 503, json: Self.json(["status": "failing", "error": failure]))
+            }
+            return AdminResponse(status: 200, json: Self.json(["status": "ok", "durability": durability.rawValue]))
+        case (true, _, 1) where parts[0] == "metrics":
+            return AdminResponse(status: 200, kind: .text, body: metrics.render(stats: ledger.stats()))
+        case (true, _, 2) where parts == ["v1", "stats"]:
+            return AdminResponse(status: 200, json: Self.json(ledger.stats()))
+        case (true, _, 2) where parts == ["v1", "raffles"]:
+            return AdminResponse(status: 200, json: Self.json(ledger.raffles(now: t)))
+        case (_, true, 2) where parts == ["v1", "raffles"]:
+            return create(body, now: t)
+        case (_, _, 3...) where parts[0] == "v1" && parts[1] == "raffles":
+            guard let id = UInt64(parts[2]) else { return notFound("raffle id must be a positive integer") }
+            return raffleRoute(id: id, rest: Array(parts[3...]), get: get, post: post, query: query, now: t)
+        default:
+            if parts.first == "v1" || parts.first == "healthz" || parts.first == "metrics" {
+                return AdminResponse(status: 405, json: Self.errorJSON("method not allowed for \(path)"))
+            }
+            return notFound("no route for \(path)")
+        }
+    }
+
+    private func raffleRoute(id: UInt64, rest: [String], get: Bool, post: Bool, query: [String: String], now t: Int64) -> AdminResponse {
+        switch (get, post, rest.first, rest.count) {
+        case (true, _, nil, 0):
+            guard let info = ledger.raffle(id, now: t) else { return notFound("raffle \(id) does not exist") }
+            return AdminResponse(status: 200, json: Self.json(info))
+        case (_, true, "close", 1), (_, true, "draw", 1):
+            switch ledger.closeRaffle(id, now: t) {
+            case .success(let (info, commit)): return AdminResponse(status: 200, json: Self.json(info), commit: commit)
+            case .failure(let error): return failure(error)
+            }
+        case (true, _, "winners", 1):
+            guard let info = ledger.raffle(id, now: t) else { return notFound("raffle \(id) does not exist") }
+            guard let draw = info.draw else {
+                return AdminResponse(status: 409, json: Self.errorJSON("raffle \(id) has not been drawn yet (closes at \(info.spec.closesAt))"))
+            }
+            return AdminResponse(status: 200, json: Self.json(draw))
+        case (true, _, "entries", 2):
+            guard let user = UInt64(rest[1]) else { return notFound("user id must be a positive integer") }
+            guard let entered = ledger.hasEntry(userID: user, raffle: id) else { return notFound("raffle \(id) does not exist") }
+            return AdminResponse(status: 200, json: Self.json(EntryStatus(raffleId: id, userId: user, entered: entered)))
+        case (true, _, "export", 1):
+            guard let entries = ledger.entries(of: id) else { return notFound("raffle \(id) does not exist") }
+            switch query["format"] ?? "csv" {
+            case "csv": return AdminResponse(status: 200, kind: .csv, body: Export.csv(entries))
+            case "ndjson": return AdminResponse(status: 200, kind: .ndjson, body: Export.ndjson(entries))
+            default: return AdminResponse(status: 400, json: Self.errorJSON("format must be csv or ndjson"))
+            }
+        default:
+            return AdminResponse(status: 404, json: Self.errorJSON("no route for this raffle path"))
+        }
+    }
+
+    struct EntryStatus: Encodable {
+        var raffleId: UInt64
+        var userId: UInt64
+        var entered: Bool
+    }
+
+    private func create(_ body: [UInt8], now t: Int64) -> AdminResponse {
+        let request: CreateRequest
+        do {
+            request = try JSONDecoder().decode(CreateRequest.self, from: Data(body))
+        } catch {
+            return AdminResponse(status: 400, json: Self.errorJSON("body must be JSON like {\"title\":\"Drop\",\"durationSeconds\":600}: \(error)"))
+        }
+        let opensAt = request.opensAt ?? t
+        guard let closesAt = request.closesAt ?? request.durationSeconds.map({ opensAt + $0 * 1_000 }) else {
+            return AdminResponse(status: 400, json: Self.errorJSON("give closesAt (ms since the epoch) or durationSeconds"))
+        }
+        let spec = RaffleSpec(
+            title: request.title, opensAt: opensAt, closesAt: closesAt, winners: request.winners ?? 1,
+            maxTicketsPerUser: request.maxTicketsPerUser ?? 1)
+        switch ledger.createRaffle(spec, now: t) {
+        case .success(let (info, commit)): return AdminResponse(status: 201, json: Self.json(info), commit: commit)
+        case .failure(let error): return failure(error)
+        }
+    }
+
+    private func failure(_ error: LedgerError) -> AdminResponse {
+        let status =
+            switch error.kind {
+            case .notFound: 404
+            case .invalid: 400
+            case .conflict: 409
+            case .unavailable: 503
+            }
+        return AdminResponse(status: status, json: Self.errorJSON(error.message))
+    }
+
+    private func notFound(_ message: String) -> AdminResponse { AdminResponse(status: 404, json: Self.errorJSON(message)) }
+
+    private func split(_ path: String) -> (String, [String: String]) {
+        guard let q = path.firstIndex(of: "?") else { return (path, [:]) }
+        var query: [String: String] = [:]
+        for pair in path[path.index(after: q)...].split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1)
+            query[String(kv[0])] = kv.count > 1 ? String(kv[1]) : ""
+        }
+        return (String(path[..<q]), query)
+    }
+}
+
+/// Entry exports, in canonical order (by user id): what `raffle verify` reads.
+public enum Export {
+    /// `user_id,tickets` lines after a header line.
+    public static func csv(_ entries: [Draw.Entry]) -> [UInt8] {
+        var out = Array("user_id,tickets\n".utf8)
+        out.reserveCapacity(entries.count * 16 + 16)
+        for e in entries {
+            out.append(contentsOf: String(e.userID).utf8)
+            out.append(0x2C)
+            out.append(contentsOf: String(e.tickets).utf8)
+            out.append(0x0A)
+        }
+        return out
+    }
+
+    /// One `{"userId":N,"tickets":N}` object per line.
+    public static func ndjson(_ entries: [Draw.Entry]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(entries.count * 32)
+        for e in entries {
+            out.append(contentsOf: "{\"userId\":\(e.userID),\"tickets\":\(e.tickets)}\n".utf8)
+        }
+        return out
+    }
+
+    /// Parses a CSV or NDJSON export back into entries (for verification). Throws on a bad line.
+    public static func parse(_ text: String) throws -> [Draw.Entry] {
+        var entries: [Draw.Entry] = []
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line == "user_id,tickets" { continue }
+            if line.hasPrefix("{") {
+                struct Row: Decodable {
+                    var userId: UInt64
+                    var tickets: UInt32
+                }
+                guard let row = try? JSONDecoder().decode(Row.self, from: Data(line.utf8)) else {
+                    throw ExportError(line: n + 1, text: String(line))
+                }
+                entries.append(Draw.Entry(userID: row.userId, tickets: row.tickets))
+            } else {
+                let cells = line.split(separator: ",")
+                guard cells.count == 2, let user = UInt64(cells[0]), let tickets = UInt32(cells[1]) else {
+                    throw ExportError(line: n + 1, text: String(line))
+                }
+                entries.append(Draw.Entry(userID: user, tickets: tickets))
+            }
+        }
+        return entries
+    }
+
+    /// A line of an export that is neither `user_id,tickets` CSV nor the NDJSON object.
+    public struct ExportError: Error, CustomStringConvertible {
+        public var line: Int
+        public var text: String
+        public var description: String { "line \(line) is not an entry: \(text.prefix(80))" }
+    }
+}

@@ -1,0 +1,693 @@
+import Logging
+import NIOCore
+import RaffleHTTP2
+import RaffleLedger
+import RaffleWire
+import RaffleWireNIO
+
+/// One HTTP/2 connection: a NIO channel handler that drives an nghttp2 server session through
+/// memory (`mem_recv` / `mem_send`) and serves the entry path and the admin API on its streams.
+///
+/// Entry path: body bytes are decoded in place — straight from nghttp2's buffer when a DATA chunk
+/// holds whole frames, otherwise after one copy into an ingest buffer preallocated at start-up —
+/// admitted by the ledger, and answered with an ack that is released only once the log has made it
+/// durable (the stream's body provider returns `NGHTTP2_ERR_DEFERRED` until then). Output of a read
+/// or a commit is coalesced into one write.
+final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let loop: LoopContext
+    private let logger: Logger
+    private var session: HTTP2Session?
+    private var context: ChannelHandlerContext?
+    private var streams: [StreamState] = []
+    private var freeStreamSlots: [Int] = []
+    private var slotOfStream: [Int32: Int] = [:]
+    private var lastStream: (id: Int32, slot: Int) = (0, -1)
+    private var pendingSlots: [Int] = []
+    private var headers = HeaderBlock()
+    private var openStreams = 0
+
+    private var bytesIn = 0
+    private var handshakeDone = false
+    private var lastActivityNanos: UInt64
+    private var glitchTokens: Int
+    private var glitchRefillNanos: UInt64
+    private var closing = false
+    private var draining = false
+    private var readPaused = false
+    private var timer: RepeatedTask?
+    private let admin: AdminAPI
+
+    init(loop: LoopContext, admin: AdminAPI, logger: Logger) {
+        self.loop = loop
+        self.admin = admin
+        self.logger = logger
+        let now = monotonicNanoseconds()
+        lastActivityNanos = now
+        glitchRefillNanos = now
+        glitchTokens = loop.configuration.glitchBurst
+    }
+
+    // MARK: - Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        loop.metrics.connectionsOpened.increment()
+        loop.metrics.connections.increment()
+        loop.register(self)
+        do {
+            let session = try HTTP2Session(role: .server, delegate: self, options: loop.configuration.http2Options)
+            try session.submitSettings(loop.configuration.http2)
+            self.session = session
+        } catch {
+            logger.error("cannot start an HTTP/2 session: \(error)")
+            context.close(promise: nil)
+            return
+        }
+        let check = TimeAmount.milliseconds(max(min(loop.configuration.idleTimeoutMilliseconds, loop.configuration.handshakeTimeoutMilliseconds) / 4, 10))
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: check, delay: check) { _ in
+            bound.value.checkTimeouts()
+        }
+        if context.channel.isActive { flushOutput() }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        flushOutput()
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        teardown()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        teardown()
+        context.fireChannelInactive()
+    }
+
+    private func teardown() {
+        guard let session else { return }
+        // Delete the session first so no callback can fire into a half-torn-down handler.
+        session.close()
+        self.session = nil
+        timer?.cancel()
+        timer = nil
+        for i in streams.indices where streams[i].active { releaseStream(i) }
+        loop.stopWaiting(self)
+        loop.unregister(self)
+        loop.metrics.connections.decrement()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        guard let session, !closing else { return }
+        lastActivityNanos = monotonicNanoseconds()
+        let result: Result<Int, HTTP2Session.Failure> = buffer.withUnsafeReadableBytes { bytes in
+            do throws(HTTP2Session.Failure) { return .success(try session.receive(bytes)) } catch { return .failure(error) }
+        }
+        switch result {
+        case .success(let n):
+            bytesIn += n
+            if !handshakeDone && bytesIn >= 24 + 9 { handshakeDone = true }
+        case .failure(let error):
+            logger.debug("closing connection: \(error)")
+            flushOutput()
+            close()
+            return
+        }
+        flushOutput()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, readPaused {
+            readPaused = false
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error: \(error)")
+        close()
+    }
+
+    /// Sends everything nghttp2 has queued, as one write, and closes when the session is done.
+    private func flushOutput() {
+        guard let context, let session else { return }
+        var out = context.channel.allocator.buffer(capacity: 0)
+        do {
+            try session.drainOutput(into: &out)
+        } catch {
+            logger.debug("HTTP/2 send failed: \(error)")
+            close()
+            return
+        }
+        if out.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            // Bound unsent bytes: the channel's high-water mark is maxUnsentBytesPerConnection; past
+            // it, stop reading until the socket drains (see channelWritabilityChanged).
+            if !context.channel.isWritable {
+                if !readPaused {
+                    readPaused = true
+                    context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+                }
+            }
+        }
+        if !session.isAlive || (draining && openStreams == 0) { close() }
+    }
+
+    private func close() {
+        guard !closing, let context else { return }
+        closing = true
+        context.close(promise: nil)
+    }
+
+    private func checkTimeouts() {
+        guard let session, !closing else { return }
+        let now = monotonicNanoseconds()
+        let idleNanos = UInt64(max(loop.configuration.idleTimeoutMilliseconds, 0)) * 1_000_000
+        let handshakeNanos = UInt64(max(loop.configuration.handshakeTimeoutMilliseconds, 0)) * 1_000_000
+        if !handshakeDone && now - lastActivityNanos > handshakeNanos {
+            logger.debug("closing connection: HTTP/2 handshake not completed in time")
+            close()
+        } else if openStreams == 0 && now - lastActivityNanos > idleNanos {
+            session.goAway(errorCode: HTTP2Session.noError)
+            draining = true
+            flushOutput()
+        }
+    }
+
+    /// Graceful shutdown: GOAWAY now (no new streams), close once in-flight streams are answered.
+    func beginShutdown() {
+        guard let session, !closing else { return }
+        session.goAway(errorCode: HTTP2Session.noError)
+        draining = true
+        flushOutput()
+    }
+
+    /// Abuse accounting: a token bucket of "glitches"; when it runs dry, GOAWAY(ENHANCE_YOUR_CALM).
+    private func glitch() {
+        let now = monotonicNanoseconds()
+        let rate = loop.configuration.glitchesPerSecond
+        if rate > 0 {
+            let refill = Int((now - glitchRefillNanos) / 1_000_000) * rate / 1_000
+            if refill > 0 {
+                glitchTokens = min(loop.configuration.glitchBurst, glitchTokens + refill)
+                glitchRefillNanos = now
+            }
+        }
+        glitchTokens -= 1
+        if glitchTokens < 0, let session, !draining {
+            logger.info("GOAWAY(ENHANCE_YOUR_CALM): too many empty, invalid or oversized frames on one connection")
+            loop.metrics.goaways.increment()
+            session.goAway(errorCode: HTTP2Session.enhanceYourCalm)
+            draining = true
+            closing = false
+            // Let nghttp2 send the GOAWAY, then close.
+            flushOutput()
+            close()
+        }
+    }
+
+    // MARK: - Stream table
+
+    @inline(__always)
+    private func slot(of stream: Int32) -> Int? {
+        if lastStream.id == stream && lastStream.slot >= 0 { return lastStream.slot }
+        guard let i = slotOfStream[stream] else { return nil }
+        lastStream = (stream, i)
+        return i
+    }
+
+    private func releaseStream(_ i: Int) {
+        let id = streams[i].id
+        if streams[i].slot >= 0 {
+            loop.giveBack(streams[i].slot)
+            streams[i].slot = -1
+        }
+        if streams[i].unconsumed > 0 {
+            session?.consume(stream: id, count: streams[i].unconsumed)
+            streams[i].unconsumed = 0
+        }
+        streams[i].active = false
+        streams[i].out.clear()
+        slotOfStream[id] = nil
+        if lastStream.id == id { lastStream = (0, -1) }
+        freeStreamSlots.append(i)
+        openStreams -= 1
+    }
+
+    // MARK: - HTTP2SessionDelegate
+
+    func beginHeaders(stream: Int32) -> HTTP2Session.CallbackResult {
+        if let i = slot(of: stream) {
+            // Trailers on an open stream: allowed, counted like headers.
+            streams[i].headerCount = 0
+            return .ok
+        }
+        let i: Int
+        if let free = freeStreamSlots.popLast() {
+            i = free
+        } else {
+            streams.append(StreamState())
+            i = streams.count - 1
+        }
+        streams[i].reset(id: stream, now: monotonicNanoseconds())
+        slotOfStream[stream] = i
+        lastStream = (stream, i)
+        openStreams += 1
+        loop.metrics.streams.increment()
+        return .ok
+    }
+
+    func header(stream: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> HTTP2Session.CallbackResult {
+        guard let i = slot(of: stream) else { return .ok }
+        streams[i].headerCount += 1
+        streams[i].headerBytes += name.count + value.count + 32
+        if streams[i].headerCount > loop.configuration.maxHeaderFields
+            || streams[i].headerBytes > Int(loop.configuration.http2.maxHeaderListSize)
+        {
+            glitch()
+            return .resetStream
+        }
+        guard streams[i].route == .pending else { return .ok }
+        if equal(name, ":method") {
+            streams[i].isPost = equal(value, "POST")
+            streams[i].isGet = equal(value, "GET") || equal(value, "HEAD")
+        } else if equal(name, ":path") {
+            if equal(value, "/v1/entries") {
+                streams[i].pathIsEntries = true
+            } else {
+                streams[i].path = String(decoding: value, as: UTF8.self)
+            }
+        } else if equal(name, "content-type") {
+            streams[i].contentTypeOK = equal(value, "application/vnd.raffled.frames")
+                || startsWith(value, "application/vnd.raffled.frames;")
+        }
+        return .ok
+    }
+
+    func headersComplete(stream: Int32, endStream: Bool) {
+        guard let i = slot(of: stream) else { return }
+        if streams[i].route == .pending {
+            if streams[i].headerCount == 0 { glitch() }
+            if streams[i].pathIsEntries {
+                if !streams[i].isPost {
+                    answerJSON(i, status: 405, AdminAPI.errorJSON("use POST for /v1/entries"))
+                    streams[i].route = .discard
+                } else if !streams[i].contentTypeOK {
+                    streams[i].route = .discard
+                    addError(i, ProtocolError(code: .badContentType, message: "content-type must be \(Wire.contentType)"))
+                    streams[i].finished = true
+                    settle(i)
+                } else {
+                    streams[i].route = .entries
+                }
+            } else {
+                streams[i].route = .admin
+            }
+        }
+        if endStream { requestEnded(i) }
+    }
+
+    func data(stream: Int32, bytes: UnsafeRawBufferPointer) -> HTTP2Session.CallbackResult {
+        guard let i = slot(of: stream) else { return .ok }
+        switch streams[i].route {
+        case .entries where !streams[i].fatal:
+            ingest(i, bytes)
+        case .admin:
+            if streams[i].adminBody.count + bytes.count <= loop.configuration.maxAdminBodyBytes {
+                streams[i].adminBody.append(contentsOf: bytes)
+            } else {
+                streams[i].adminBodyTooLarge = true
+            }
+            session?.consume(stream: stream, count: bytes.count)
+        default:
+            session?.consume(stream: stream, count: bytes.count)
+        }
+        return .ok
+    }
+
+    func dataFrameComplete(stream: Int32, length: Int, endStream: Bool) {
+        if length == 0 && !endStream { glitch() }
+        guard endStream, let i = slot(of: stream) else { return }
+        requestEnded(i)
+    }
+
+    func readBody(stream: Int32, into buffer: UnsafeMutableRawBufferPointer, endOfBody: inout Bool) -> Int? {
+        guard let i = slot(of: stream) else {
+            endOfBody = true
+            return 0
+        }
+        let available = streams[i].released - streams[i].out.readerIndex
+        if available > 0 {
+            let n = min(available, buffer.count)
+            streams[i].out.withUnsafeReadableBytes { src in
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[0..<n]))
+            }
+            streams[i].out.moveReaderIndex(forwardBy: n)
+            if streams[i].out.readableBytes == 0 && !streams[i].hasUnreleased {
+                streams[i].out.clear()
+                streams[i].released = 0
+                streams[i].marks.removeAll(keepingCapacity: true)
+                streams[i].markHead = 0
+            }
+            if streams[i].isDrained { endOfBody = true }
+            return n
+        }
+        if streams[i].isDrained {
+            endOfBody = true
+            return 0
+        }
+        streams[i].deferred = true
+        return nil
+    }
+
+    func frameSent(stream: Int32, type: UInt8, endStream: Bool) {
+        guard endStream, let i = slot(of: stream) else { return }
+        // The response is complete. If the request body is still coming (a connection-level frame
+        // error ended the stream early), reset it with NO_ERROR as PROTOCOL.md §11 says.
+        if !streams[i].requestEnded { session?.resetStream(stream, errorCode: HTTP2Session.noError) }
+    }
+
+    func invalidFrame(stream: Int32, type: UInt8) {
+        glitch()
+    }
+
+    func streamClosed(stream: Int32, errorCode: UInt32) {
+        guard let i = slot(of: stream) else { return }
+        if streams[i].waiting, let p = pendingSlots.firstIndex(of: i) { pendingSlots.remove(at: p) }
+        releaseStream(i)
+        if draining && openStreams == 0 { close() }
+    }
+
+    // MARK: - Entry path
+
+    /// Decodes and admits whole frames from `bytes`, keeping a trailing partial frame in the
+    /// stream's ingest buffer.
+    private func ingest(_ i: Int, _ bytes: UnsafeRawBufferPointer) {
+        var rest = bytes
+        if streams[i].slotFill == 0 {
+            // Fast path: whole frames straight from nghttp2's buffer, no copy.
+            let used = processFrames(i, rest)
+            rest = UnsafeRawBufferPointer(rebasing: rest[used...])
+        }
+        if !rest.isEmpty && !streams[i].fatal {
+            if streams[i].slot < 0 {
+                guard let slot = loop.takeSlot() else {
+                    throttleForBuffers(i, partial: rest)
+                    consume(i, bytes.count)
+                    return
+                }
+                streams[i].slot = slot
+            }
+            let memory = loop.memory(of: streams[i].slot)
+            let fill = streams[i].slotFill
+            guard fill + rest.count <= memory.count else {
+                // Cannot happen with the slot sized to the frame limit plus one DATA frame, but a
+                // peer must never make us write past the buffer.
+                addError(i, ProtocolError(code: .frameTooLarge, message: "frame exceeds the ingest buffer"))
+                endFatally(i)
+                consume(i, bytes.count)
+                return
+            }
+            UnsafeMutableRawBufferPointer(rebasing: memory[fill..<(fill + rest.count)]).copyMemory(from: rest)
+            streams[i].slotFill = fill + rest.count
+            let used = processFrames(i, UnsafeRawBufferPointer(rebasing: memory[0..<streams[i].slotFill]))
+            let left = streams[i].slotFill - used
+            if left > 0 && used > 0, let base = memory.baseAddress {
+                (base).copyMemory(from: base + used, byteCount: left)
+            }
+            streams[i].slotFill = left
+            if left == 0 || streams[i].fatal {
+                streams[i].slotFill = 0
+                loop.giveBack(streams[i].slot)
+                streams[i].slot = -1
+            }
+        }
+        consume(i, bytes.count)
+        settle(i)
+    }
+
+    /// Reopens the flow-control window unless replies are piling up waiting for the log.
+    private func consume(_ i: Int, _ count: Int) {
+        streams[i].unconsumed += count
+        let pending = streams[i].out.writerIndex - streams[i].out.readerIndex
+        if pending <= loop.configuration.maxPendingReplyBytesPerStream {
+            session?.consume(stream: streams[i].id, count: streams[i].unconsumed)
+            streams[i].unconsumed = 0
+        }
+    }
+
+    /// Processes the whole frames at the start of `bytes`; returns the bytes used.
+    private func processFrames(_ i: Int, _ bytes: UnsafeRawBufferPointer) -> Int {
+        var offset = 0
+        while offset < bytes.count && !streams[i].fatal {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+            do {
+                guard let frame = try loop.decoder.decode(rest) else { break }
+                handle(i, frame)
+                offset += frame.frameLength
+            } catch {
+                loop.metrics.frameErrors.increment()
+                addError(i, error)
+                if let skip = error.skippableLength {
+                    offset += skip
+                } else {
+                    endFatally(i)
+                    return bytes.count
+                }
+            }
+        }
+        return offset
+    }
+
+    private func handle(_ i: Int, _ frame: FrameView) {
+        streams[i].framesSeen += 1
+        let requestID = frame.header.requestID
+        switch frame.payload {
+        case .entryBatch(let batch):
+            let n = batch.count
+            switch loop.ledger.admit(batch, now: wallClockMilliseconds(), outcomes: loop.outcomes) {
+            case .processed(let accepted, let commit):
+                let outcomes = UnsafeBufferPointer(rebasing: loop.outcomes[0..<n])
+                var duplicates = 0
+                for outcome in outcomes where outcome == .alreadyEntered { duplicates &+= 1 }
+                loop.metrics.recordOutcomes(accepted: accepted, duplicates: duplicates, rejected: n - accepted - duplicates, bytes: frame.frameLength)
+                noteFirstReply(i, status: 200)
+                streams[i].out.writeBatchAck(requestID: requestID, raffleID: batch.raffleID, outcomes: outcomes, flags: frame.header.flags.intersection(.checksum))
+                mark(i, lsn: commit.lsn, requestID: requestID)
+            case .unknownRaffle:
+                addError(i, ProtocolError(code: .unknownRaffle, message: "raffle \(batch.raffleID) does not exist", requestID: requestID))
+            case .unavailable(let message):
+                addError(i, ProtocolError(code: .unavailable, message: message, requestID: requestID))
+            }
+        case .ping(let value):
+            noteFirstReply(i, status: 200)
+            streams[i].out.writeRaffleFrame(Frame(requestID: requestID, body: .pong(value)))
+            mark(i, lsn: 0, requestID: requestID)
+        default:
+            // The decoder (receiver: .server) refuses every other type.
+            addError(i, ProtocolError(code: .unexpectedFrameType, message: "unexpected frame", requestID: requestID))
+        }
+    }
+
+    /// The stream's HTTP status follows its first reply (PROTOCOL.md §11).
+    private func noteFirstReply(_ i: Int, status: Int, retryAfter: UInt32? = nil) {
+        guard streams[i].marks.isEmpty && !streams[i].headersSubmitted && streams[i].out.writerIndex == 0 else { return }
+        streams[i].status = status
+        streams[i].retryAfterMilliseconds = retryAfter
+    }
+
+    private func addError(_ i: Int, _ error: ProtocolError) {
+        noteFirstReply(i, status: error.code.httpStatus)
+        streams[i].out.writeRaffleFrame(Frame(requestID: error.requestID, body: .error(code: error.code, message: error.message)))
+        mark(i, lsn: 0, requestID: error.requestID)
+    }
+
+    private func throttleForBuffers(_ i: Int, partial: UnsafeRawBufferPointer) {
+        loop.metrics.throttledPoolExhausted.increment()
+        let requestID = partial.count >= Wire.headerSize ? partial.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian : 0
+        let ms = loop.configuration.busyRetryAfterMilliseconds
+        noteFirstReply(i, status: 429, retryAfter: ms)
+        streams[i].out.writeRaffleFrame(Frame(requestID: requestID, body: .throttled(retryAfterMilliseconds: ms, reason: .serverBusy)))
+        mark(i, lsn: 0, requestID: requestID)
+        // The rest of this request's bytes cannot be framed without the dropped piece.
+        endFatally(i)
+    }
+
+    private func endFatally(_ i: Int) {
+        streams[i].fatal = true
+        streams[i].finished = true
+        if streams[i].slot >= 0 {
+            loop.giveBack(streams[i].slot)
+            streams[i].slot = -1
+            streams[i].slotFill = 0
+        }
+    }
+
+    private func mark(_ i: Int, lsn: UInt64, requestID: UInt64) {
+        streams[i].cumulativeLSN = max(streams[i].cumulativeLSN, lsn)
+        streams[i].marks.append(ReplyMark(lsn: streams[i].cumulativeLSN, end: streams[i].out.writerIndex, requestID: requestID))
+    }
+
+    private func requestEnded(_ i: Int) {
+        guard !streams[i].requestEnded else { return }
+        streams[i].requestEnded = true
+        switch streams[i].route {
+        case .entries:
+            if !streams[i].finished {
+                if streams[i].slotFill > 0 {
+                    addError(i, ProtocolError(code: .truncatedFrame, message: "request body ended inside a frame (\(streams[i].slotFill) bytes of it)"))
+                } else if streams[i].framesSeen == 0 {
+                    addError(i, ProtocolError(code: .truncatedFrame, message: "request body is empty: send one or more frames"))
+                }
+            }
+            if streams[i].slot >= 0 {
+                loop.giveBack(streams[i].slot)
+                streams[i].slot = -1
+                streams[i].slotFill = 0
+            }
+        case .admin:
+            let response: AdminResponse
+            if streams[i].adminBodyTooLarge {
+                response = AdminResponse(status: 413, json: AdminAPI.errorJSON("request body over \(loop.configuration.maxAdminBodyBytes) bytes"))
+            } else {
+                response = admin.handle(get: streams[i].isGet, post: streams[i].isPost, path: streams[i].path, body: streams[i].adminBody)
+            }
+            answer(i, response)
+        case .pending, .discard:
+            break
+        }
+        streams[i].finished = true
+        settle(i)
+    }
+
+    private func answerJSON(_ i: Int, status: Int, _ body: [UInt8]) {
+        answer(i, AdminResponse(status: status, json: body))
+        streams[i].finished = true
+        settle(i)
+    }
+
+    private func answer(_ i: Int, _ response: AdminResponse) {
+        streams[i].status = response.status
+        streams[i].bodyKind = response.kind
+        streams[i].out.writeBytes(response.body)
+        mark(i, lsn: response.commit?.lsn ?? 0, requestID: 0)
+    }
+
+    // MARK: - Durability
+
+    /// Releases what is durable on stream `i`; registers to be woken if something is not yet.
+    private func settle(_ i: Int) {
+        release(i)
+        if streams[i].hasUnreleased && !streams[i].waiting {
+            streams[i].waiting = true
+            pendingSlots.append(i)
+            loop.wait(self)
+        }
+    }
+
+    private func release(_ i: Int) {
+        if let failure = loop.failure, streams[i].hasUnreleased {
+            failUnreleased(i, failure)
+        }
+        var released = streams[i].released
+        while streams[i].markHead < streams[i].marks.count {
+            let m = streams[i].marks[streams[i].markHead]
+            guard m.lsn == 0 || loop.isDurable(CommitPoint(lsn: m.lsn)) else { break }
+            released = m.end
+            streams[i].markHead += 1
+        }
+        let progressed = released > streams[i].released
+        streams[i].released = released
+        if (progressed || streams[i].isDrained) {
+            if !streams[i].headersSubmitted {
+                submitHeaders(i)
+            } else if streams[i].deferred {
+                streams[i].deferred = false
+                session?.resumeData(stream: streams[i].id)
+            }
+        }
+        if progressed && streams[i].unconsumed > 0 {
+            consume(i, 0)
+        }
+        if progressed && streams[i].bodyKind == .frames && streams[i].startNanos > 0 {
+            loop.metrics.ackLatency.recordNanoseconds(Int64(monotonicNanoseconds() - streams[i].startNanos))
+            streams[i].startNanos = monotonicNanoseconds()
+        }
+    }
+
+    /// The log failed: acknowledgements not yet durable are never sent. Each is replaced by an
+    /// UNAVAILABLE error for its request.
+    private func failUnreleased(_ i: Int, _ message: String) {
+        let pending = Array(streams[i].marks[streams[i].markHead...])
+        let cut = streams[i].markHead == 0 ? streams[i].released : streams[i].marks[streams[i].markHead - 1].end
+        streams[i].out.moveWriterIndex(to: max(cut, streams[i].out.readerIndex))
+        streams[i].marks.removeSubrange(streams[i].markHead...)
+        if streams[i].markHead == 0 && !streams[i].headersSubmitted { streams[i].status = 503 }
+        for m in pending {
+            streams[i].out.writeRaffleFrame(Frame(requestID: m.requestID, body: .error(code: .unavailable, message: "entries are not being acknowledged: \(message)")))
+            streams[i].marks.append(ReplyMark(lsn: 0, end: streams[i].out.writerIndex, requestID: m.requestID))
+        }
+        streams[i].cumulativeLSN = 0
+    }
+
+    private func submitHeaders(_ i: Int) {
+        guard let session else { return }
+        headers.removeAll()
+        headers.add(":status", integer: streams[i].status)
+        headers.add("content-type", streams[i].bodyKind.contentType)
+        if let ms = streams[i].retryAfterMilliseconds {
+            headers.add("retry-after", integer: Int((UInt64(ms) + 999) / 1_000))
+        }
+        if loop.configuration.durability == .none && streams[i].bodyKind == .frames {
+            headers.add("raffled-durability", "none")
+        }
+        do {
+            try session.submitResponse(stream: streams[i].id, headers: headers, hasBody: true)
+            streams[i].headersSubmitted = true
+        } catch {
+            logger.debug("cannot submit a response on stream \(streams[i].id): \(error)")
+        }
+    }
+
+    /// Called by the loop after the log committed: release what became durable, then one write.
+    func durabilityAdvanced() {
+        guard session != nil else { return }
+        var still: [Int] = []
+        for i in pendingSlots where streams[i].active {
+            release(i)
+            if streams[i].hasUnreleased { still.append(i) } else { streams[i].waiting = false }
+        }
+        pendingSlots = still
+        if !still.isEmpty { loop.wait(self) }
+        flushOutput()
+    }
+}
+
+@inline(__always)
+private func equal(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
+    guard bytes.count == literal.utf8CodeUnitCount, let base = bytes.baseAddress else { return bytes.isEmpty && literal.utf8CodeUnitCount == 0 }
+    return memcmp(base, literal.utf8Start, bytes.count) == 0
+}
+
+@inline(__always)
+private func startsWith(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
+    guard bytes.count >= literal.utf8CodeUnitCount, let base = bytes.baseAddress else { return false }
+    return memcmp(base, literal.utf8Start, literal.utf8CodeUnitCount) == 0
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

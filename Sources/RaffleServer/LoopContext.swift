@@ -1,0 +1,106 @@
+import NIOCore
+import RaffleLedger
+import RaffleWire
+
+/// State shared by every connection on one event loop, owned by that loop (never touched from
+/// another thread): the preallocated ingest buffers, the outcome scratch buffer, and the connections
+/// waiting for the log to commit.
+final class LoopContext {
+    let ledger: any Ledger
+    let configuration: ServerConfiguration
+    let metrics: ServerMetrics
+    let decoder: FrameDecoder
+    let eventLoop: any EventLoop
+
+    /// Preallocated at start-up: `slotCount` buffers of `slotBytes` for bodies that arrive in pieces.
+    /// Memory is reserved, not touched, so idle RSS stays small.
+    let slotBytes: Int
+    private let slab: UnsafeMutableRawPointer
+    private var freeSlots: [Int32]
+    /// One outcome per entry of the batch being admitted (reused for every batch on this loop).
+    let outcomes: UnsafeMutableBufferPointer<EntryOutcome>
+
+    /// Connections with replies waiting for the log; woken after each commit.
+    private var waiting: [ObjectIdentifier: H2ServerConnection] = [:]
+    /// Latest durable point seen, and whether the log has failed.
+    private(set) var durable = CommitPoint(lsn: 0)
+    private(set) var failure: String?
+    private(set) var shuttingDown = false
+
+    init(eventLoop: any EventLoop, ledger: any Ledger, configuration: ServerConfiguration, metrics: ServerMetrics, slotCount: Int) {
+        self.eventLoop = eventLoop
+        self.ledger = ledger
+        self.configuration = configuration
+        self.metrics = metrics
+        decoder = FrameDecoder(limits: configuration.frameLimits, receiver: .server)
+        slotBytes = configuration.ingestSlotBytes
+        let count = max(slotCount, 1)
+        slab = .allocate(byteCount: count * slotBytes, alignment: 4_096)
+        freeSlots = (0..<Int32(count)).reversed()
+        outcomes = .allocate(capacity: max(configuration.frameLimits.maxEntriesPerBatch, 1))
+        outcomes.initialize(repeating: .accepted)
+    }
+
+    deinit {
+        slab.deallocate()
+        outcomes.deallocate()
+    }
+
+    /// Takes an ingest buffer, or nil when all are in use (the caller throttles).
+    func takeSlot() -> Int32? { freeSlots.popLast() }
+
+    /// Returns an ingest buffer.
+    func giveBack(_ slot: Int32) { freeSlots.append(slot) }
+
+    /// Ingest buffers free now.
+    var freeSlotCount: Int { freeSlots.count }
+
+    /// The memory of buffer `slot`.
+    func memory(of slot: Int32) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: slab + Int(slot) * slotBytes, count: slotBytes)
+    }
+
+    func isDurable(_ point: CommitPoint) -> Bool {
+        if point <= durable { return true }
+        if ledger.isDurable(point) {
+            durable = point
+            return true
+        }
+        return false
+    }
+
+    /// Open connections on this loop (for graceful shutdown).
+    private(set) var connections: [ObjectIdentifier: H2ServerConnection] = [:]
+
+    func register(_ connection: H2ServerConnection) { connections[ObjectIdentifier(connection)] = connection }
+    func unregister(_ connection: H2ServerConnection) { connections[ObjectIdentifier(connection)] = nil }
+
+    /// Registers `connection` to be woken on the next commit.
+    func wait(_ connection: H2ServerConnection) {
+        waiting[ObjectIdentifier(connection)] = connection
+    }
+
+    func stopWaiting(_ connection: H2ServerConnection) {
+        waiting[ObjectIdentifier(connection)] = nil
+    }
+
+    var hasWaiters: Bool { !waiting.isEmpty }
+
+    /// Called on this loop after the log committed (or failed).
+    func committed(_ result: Result<CommitPoint, LedgerError>) {
+        switch result {
+        case .success(let point): if point > durable { durable = point }
+        case .failure(let error): failure = error.message
+        }
+        guard !waiting.isEmpty else { return }
+        let woken = waiting
+        waiting.removeAll(keepingCapacity: true)
+        for connection in woken.values { connection.durabilityAdvanced() }
+    }
+
+    /// Graceful shutdown: every connection stops taking new streams and closes once answered.
+    func beginShutdown() {
+        shuttingDown = true
+        for connection in connections.values { connection.beginShutdown() }
+    }
+}

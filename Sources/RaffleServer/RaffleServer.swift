@@ -1,0 +1,157 @@
+public import Logging
+public import NIOCore
+import NIOPosix
+public import RaffleLedger
+import Synchronization
+
+/// A running raffled server: the HTTP/2 listener, its event loops, and the ledger.
+///
+/// ```swift
+/// let server = try await RaffleServer.start(configuration: config, logger: logger)
+/// print(server.localAddress)          // where it listens
+/// await server.shutdown()             // graceful: GOAWAY, answer in-flight, fsync, stop
+/// ```
+public final class RaffleServer: Sendable {
+    /// The configuration it runs with.
+    public let configuration: ServerConfiguration
+    /// The ledger (local write-ahead log).
+    public let ledger: LocalLedger
+    /// Where the HTTP/2 listener is bound (useful with port 0).
+    public let localAddress: SocketAddress
+    private let group: MultiThreadedEventLoopGroup
+    private let channel: any Channel
+    private let contexts: [NIOLoopBound<LoopContext>]
+    private let logger: Logger
+    private let stopped = Mutex(false)
+    private let stopRequested = Atomic<Bool>(false)
+
+    private init(
+        configuration: ServerConfiguration, ledger: LocalLedger, group: MultiThreadedEventLoopGroup, channel: any Channel,
+        contexts: [NIOLoopBound<LoopContext>], logger: Logger
+    ) throws {
+        self.configuration = configuration
+        self.ledger = ledger
+        self.group = group
+        self.channel = channel
+        self.contexts = contexts
+        self.logger = logger
+        guard let address = channel.localAddress else { throw ServerStartError(message: "the listener has no local address") }
+        localAddress = address
+    }
+
+    /// The port the HTTP/2 listener is bound to.
+    public var port: Int { localAddress.port ?? configuration.port }
+
+    /// Opens the ledger (replaying the log), starts the event loops and binds the listener.
+    /// - Throws: `LogCorruption` / `LogFailure` from the log, or a bind error.
+    public static func start(configuration: ServerConfiguration, logger: Logger) async throws -> RaffleServer {
+        let ledger = try LocalLedger(
+            directory: configuration.dataDirectory, durability: configuration.durability, segmentBytes: configuration.segmentBytes)
+        let replay = ledger.replay
+        logger.info(
+            "ledger ready",
+            metadata: [
+                "data": "\(configuration.dataDirectory)", "records": "\(replay.records)", "segments": "\(replay.segments)",
+                "durability": "\(configuration.durability.rawValue)",
+            ])
+        if let tail = replay.truncatedTail {
+            logger.warning("cut a torn tail off the log", metadata: ["file": "\(tail.file)", "offset": "\(tail.offset)", "bytes": "\(tail.bytes)"])
+        }
+        let loops = max(configuration.eventLoops, 1)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
+        let metrics = ServerMetrics(durability: configuration.durability.rawValue)
+        let slotsPerLoop = max(configuration.ingestBufferBytes / configuration.ingestSlotBytes / loops, 1)
+        var contexts: [NIOLoopBound<LoopContext>] = []
+        for loop in group.makeIterator() {
+            let context = try await loop.submit {
+                NIOLoopBound(
+                    LoopContext(eventLoop: loop, ledger: ledger, configuration: configuration, metrics: metrics, slotCount: slotsPerLoop),
+                    eventLoop: loop)
+            }.get()
+            contexts.append(context)
+        }
+        let byLoop = Dictionary(uniqueKeysWithValues: contexts.map { (ObjectIdentifier($0.eventLoop), $0) })
+        let all = contexts
+        ledger.onCommit { result in
+            for context in all {
+                context.eventLoop.execute { context.value.committed(result) }
+            }
+        }
+        let admin = AdminAPI(ledger: ledger, metrics: metrics, durability: configuration.durability, now: { wallClockMilliseconds() })
+        let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1_024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: high / 2, high: high))
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                guard let context = byLoop[ObjectIdentifier(channel.eventLoop)] else {
+                    return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
+                }
+                do {
+                    // A TLS handler (ALPN "h2") can be added in front of this one later.
+                    try channel.pipeline.syncOperations.addHandler(
+                        H2ServerConnection(loop: context.value, admin: admin, logger: logger))
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+        } catch {
+            ledger.shutdown()
+            try? await group.shutdownGracefully()
+            throw ServerStartError(message: "cannot listen on \(configuration.host):\(configuration.port): \(error)")
+        }
+        return try RaffleServer(
+            configuration: configuration, ledger: ledger, group: group, channel: channel, contexts: contexts, logger: logger)
+    }
+
+    /// Closes raffles whose closing time has passed, once a second, until `requestStop()` or
+    /// `shutdown()`.
+    public func run() async {
+        var ticks = 0
+        while !stopRequested.load(ordering: .acquiring) && !stopped.withLock({ $0 }) {
+            try? await Task.sleep(for: .milliseconds(100))
+            ticks += 1
+            guard ticks % 10 == 0 else { continue }
+            for id in ledger.closeDueRaffles(now: wallClockMilliseconds()) {
+                logger.info("raffle closed and drawn", metadata: ["raffle": "\(id)"])
+            }
+        }
+    }
+
+    /// Makes `run()` return soon (the caller then calls `shutdown()`).
+    public func requestStop() { stopRequested.store(true, ordering: .releasing) }
+
+    /// Graceful shutdown: stop accepting, send GOAWAY, let in-flight requests finish and be
+    /// acknowledged (up to `grace`), fsync the log, stop the loops. Idempotent.
+    public func shutdown(grace: Duration = .seconds(10)) async {
+        guard stopped.withLock({ was in defer { was = true }; return !was }) else { return }
+        try? await channel.close()
+        for context in contexts {
+            try? await context.eventLoop.submit { context.value.beginShutdown() }.get()
+        }
+        let deadline = ContinuousClock.now + grace
+        while ContinuousClock.now < deadline {
+            var open = 0
+            for context in contexts { open += (try? await context.eventLoop.submit { context.value.connections.count }.get()) ?? 0 }
+            if open == 0 { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if let failure = ledger.log.stop() {
+            logger.error("log failed before shutdown", metadata: ["error": "\(failure)"])
+        }
+        try? await group.shutdownGracefully()
+        logger.info("stopped", metadata: ["durable_bytes": "\(ledger.log.durableLSN)"])
+    }
+}
+
+/// The server could not start.
+public struct ServerStartError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}

@@ -1,0 +1,65 @@
+public import RaffleHTTP2
+public import RaffleStorage
+public import RaffleWire
+
+/// Everything a raffled server is configured with. Every field has a documented default; the
+/// `raffled` CLI maps its flags onto this struct and nothing deeper reads the environment.
+public struct ServerConfiguration: Sendable, Hashable {
+    /// Address to listen on. Default `127.0.0.1`.
+    public var host = "127.0.0.1"
+    /// HTTP/2 (h2c) port; 0 picks a free one. Default 8080.
+    public var port = 8080
+    /// Data directory for the write-ahead log. Default `./raffle-data`.
+    public var dataDirectory = "./raffle-data"
+    /// Durability of acknowledgements. Default `.fsync`.
+    public var durability = Durability.fsync
+    /// Event loops (threads); default one per core.
+    public var eventLoops = System.coreCount
+    /// Write-ahead-log segment size. Default 64 MiB.
+    public var segmentBytes = 64 << 20
+    /// Frame limits on the entry path. Default `FrameLimits.default` (65,552 B, 4,096 entries).
+    public var frameLimits = FrameLimits.default
+    /// Memory preallocated at start-up for request bodies that arrive in pieces, shared by the
+    /// loops. When it is used up, new batches are throttled instead of growing memory. Default 64 MiB.
+    public var ingestBufferBytes = 64 << 20
+    /// Retry-after (ms) sent when the ingest buffers are exhausted. Default 50.
+    public var busyRetryAfterMilliseconds: UInt32 = 50
+    /// Reply bytes a stream may hold waiting for durability before the server stops reading its
+    /// body (flow control). Default 256 KiB.
+    public var maxPendingReplyBytesPerStream = 256 << 10
+    /// HTTP/2 settings advertised. Defaults: 256 concurrent streams, 1 MiB stream window, 16 MiB
+    /// connection window, 16 KiB header list.
+    public var http2 = HTTP2Session.Settings()
+    /// Protections nghttp2 enforces. Defaults in `HTTP2Session.Options`.
+    public var http2Options = HTTP2Session.Options()
+    /// Most header fields in one request. Default 64.
+    public var maxHeaderFields = 64
+    /// "Glitches" (empty DATA/HEADERS frames, invalid frames, streams reset by header limits) a
+    /// connection may make in a burst, and per second after, before GOAWAY(ENHANCE_YOUR_CALM).
+    /// Defaults 1,000 and 33/s, as nghttp2's later releases do.
+    public var glitchBurst = 1_000
+    public var glitchesPerSecond = 33
+    /// Close a connection with no open stream after this long. Default 60 s.
+    public var idleTimeoutMilliseconds: Int64 = 60_000
+    /// Close a connection that has not completed the HTTP/2 preface after this long. Default 10 s.
+    public var handshakeTimeoutMilliseconds: Int64 = 10_000
+    /// Most response bytes queued on one connection (unsent) before the server stops reading from
+    /// it. Default 4 MiB.
+    public var maxUnsentBytesPerConnection = 4 << 20
+    /// Largest JSON body accepted by the admin API. Default 64 KiB.
+    public var maxAdminBodyBytes = 64 << 10
+
+    /// The defaults.
+    public init() {}
+
+    /// Bytes of one ingest buffer: the largest frame plus one HTTP/2 DATA frame.
+    var ingestSlotBytes: Int {
+        let raw = Wire.headerSize + frameLimits.maxPayloadBytes + 16_384
+        return (raw + 4_095) & ~4_095
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore

@@ -1,0 +1,89 @@
+import CoreMetrics
+import Prometheus
+import RaffleLedger
+import RaffleWire
+import Synchronization
+
+/// The server's metrics, created once at start-up (never per request) through swift-metrics with a
+/// per-server Prometheus registry, and rendered for `GET /metrics`.
+final class ServerMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    let factory: PrometheusMetricsFactory
+
+    let entriesAccepted: CoreMetrics.Counter
+    let entriesDuplicate: CoreMetrics.Counter
+    let entriesRejected: CoreMetrics.Counter
+    let batches: CoreMetrics.Counter
+    let bytesReceived: CoreMetrics.Counter
+    let frameErrors: CoreMetrics.Counter
+    let throttledPoolExhausted: CoreMetrics.Counter
+    let connectionsOpened: CoreMetrics.Counter
+    let connections: CoreMetrics.Meter
+    let streams: CoreMetrics.Counter
+    let goaways: CoreMetrics.Counter
+    let ackLatency: CoreMetrics.Timer
+    let logCommits: CoreMetrics.Counter
+    private let lastCommits = Atomic<UInt64>(0)
+    private let entriesPerCommit: CoreMetrics.Gauge
+    private let indexBytes: CoreMetrics.Gauge
+    private let indexBytesPerEntry: CoreMetrics.Gauge
+    private let logBacklog: CoreMetrics.Gauge
+    private let durabilityInfo: CoreMetrics.Gauge
+    private let acceptedTotal = Atomic<Int>(0)
+
+    init(durability: String) {
+        registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .seconds(1),
+        ]
+        self.factory = factory
+        entriesAccepted = Counter(label: "raffled_entries_total", dimensions: [("outcome", "accepted")], factory: factory)
+        entriesDuplicate = Counter(label: "raffled_entries_total", dimensions: [("outcome", "already_entered")], factory: factory)
+        entriesRejected = Counter(label: "raffled_entries_total", dimensions: [("outcome", "rejected")], factory: factory)
+        batches = Counter(label: "raffled_batches_total", factory: factory)
+        bytesReceived = Counter(label: "raffled_entry_bytes_received_total", factory: factory)
+        frameErrors = Counter(label: "raffled_frame_errors_total", factory: factory)
+        throttledPoolExhausted = Counter(label: "raffled_throttled_total", dimensions: [("reason", "ingest_buffers_full")], factory: factory)
+        connectionsOpened = Counter(label: "raffled_connections_total", factory: factory)
+        connections = Meter(label: "raffled_connections_open", factory: factory)
+        streams = Counter(label: "raffled_streams_total", factory: factory)
+        goaways = Counter(label: "raffled_goaway_enhance_your_calm_total", factory: factory)
+        ackLatency = Timer(label: "raffled_ack_latency_seconds", factory: factory)
+        logCommits = Counter(label: "raffled_log_fsyncs_total", dimensions: [("durability", durability)], factory: factory)
+        entriesPerCommit = Gauge(label: "raffled_log_entries_per_fsync", dimensions: [("durability", durability)], factory: factory)
+        indexBytes = Gauge(label: "raffled_index_bytes", factory: factory)
+        indexBytesPerEntry = Gauge(label: "raffled_index_bytes_per_entry", factory: factory)
+        logBacklog = Gauge(label: "raffled_log_unsynced_bytes", factory: factory)
+        durabilityInfo = Gauge(label: "raffled_durability_info", dimensions: [("mode", durability)], factory: factory)
+        durabilityInfo.record(1)
+    }
+
+    /// Counts a batch's outcomes.
+    func recordOutcomes(accepted: Int, duplicates: Int, rejected: Int, bytes: Int) {
+        batches.increment()
+        bytesReceived.increment(by: Int64(bytes))
+        if accepted > 0 {
+            entriesAccepted.increment(by: Int64(accepted))
+            acceptedTotal.add(accepted, ordering: .relaxed)
+        }
+        if duplicates > 0 { entriesDuplicate.increment(by: Int64(duplicates)) }
+        if rejected > 0 { entriesRejected.increment(by: Int64(rejected)) }
+    }
+
+    /// The Prometheus text exposition, with ledger-derived values refreshed first.
+    func render(stats: LedgerStats) -> [UInt8] {
+        let commits = stats.commits
+        let previous = lastCommits.exchange(commits, ordering: .relaxed)
+        if commits > previous { logCommits.increment(by: Int64(commits - previous)) }
+        entriesPerCommit.record(commits == 0 ? 0 : Double(acceptedTotal.load(ordering: .relaxed)) / Double(commits))
+        indexBytes.record(stats.indexBytes)
+        indexBytesPerEntry.record(stats.indexBytesPerEntry)
+        logBacklog.record(Int(stats.logAppendedBytes - min(stats.logDurableBytes, stats.logAppendedBytes)))
+        var out: [UInt8] = []
+        registry.emit(into: &out)
+        return out
+    }
+}

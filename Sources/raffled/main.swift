@@ -1,0 +1,78 @@
+import ArgumentParser
+import Logging
+import RaffleServer
+import RaffleStorage
+import ServiceLifecycle
+
+/// `raffled`: the raffle-entry ingestion server.
+@main
+struct Raffled: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "raffled",
+        abstract: "Raffle-entry ingestion over HTTP/2 with a durable, deduplicating ledger.",
+        discussion: """
+            Serves the framed binary protocol (Protocol/PROTOCOL.md) on POST /v1/entries and a JSON \
+            admin API on the same h2c port. Try: curl --http2-prior-knowledge http://HOST:PORT/healthz
+            """
+    )
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "HTTP/2 (h2c) port; 0 picks a free one.") var port = 8080
+    @Option(name: .customLong("data"), help: "Data directory for the write-ahead log.") var data = "./raffle-data"
+    @Option(help: "Event loops (threads); default: one per core.") var loops: Int?
+    @Option(help: "fsync: acknowledge only once on disk (default). none: experiments only, data may be lost.")
+    var durability: DurabilityOption = .fsync
+    @Option(help: "Most entries per batch.") var maxEntries = 4_096
+    @Option(help: "MiB preallocated for request bodies that arrive in pieces.") var ingestBufferMb = 64
+    @Option(help: "Write-ahead-log segment size in MiB.") var segmentMb = 64
+    @Option(help: "Most concurrent HTTP/2 streams per connection.") var maxStreams: UInt32 = 256
+    @Option(help: "Close idle connections after this many seconds.") var idleTimeout = 60
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+
+    enum DurabilityOption: String, ExpressibleByArgument, CaseIterable {
+        case fsync, none
+    }
+
+    func validate() throws {
+        guard (0...65_535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+        guard (1...65_535).contains(maxEntries) else { throw ValidationError("--max-entries must be 1 to 65535") }
+        guard ingestBufferMb >= 1 else { throw ValidationError("--ingest-buffer-mb must be at least 1") }
+        guard segmentMb >= 1 else { throw ValidationError("--segment-mb must be at least 1") }
+        if let loops, loops < 1 { throw ValidationError("--loops must be at least 1") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \(logLevel)") }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "raffled")
+        var config = ServerConfiguration()
+        config.host = host
+        config.port = port
+        config.dataDirectory = data
+        if let loops { config.eventLoops = loops }
+        config.durability = durability == .fsync ? .fsync : .none
+        config.frameLimits = .init(maxPayloadBytes: 16 + 16 * maxEntries, maxEntriesPerBatch: maxEntries)
+        config.ingestBufferBytes = ingestBufferMb << 20
+        config.segmentBytes = segmentMb << 20
+        config.http2.maxConcurrentStreams = maxStreams
+        config.idleTimeoutMilliseconds = Int64(idleTimeout) * 1_000
+
+        let server: RaffleServer
+        do {
+            server = try await RaffleServer.start(configuration: config, logger: logger)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        let hostForURL = host.contains(":") ? "[\(host)]" : host
+        print("raffled listening on http://\(hostForURL):\(server.port) (h2c), data in \(data), durability \(config.durability.rawValue)\(config.durability == .none ? " — EXPERIMENTS ONLY: acknowledged entries may be lost" : "")")
+        print("try: curl --http2-prior-knowledge http://\(hostForURL):\(server.port)/healthz")
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: RaffleService(server: server))], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
