@@ -78,7 +78,11 @@ let package = Package(
         // The HTTP/2 glue over libnghttp2, shared by the server and the client.
         .target(
             name: "RaffleHTTP2",
-            dependencies: ["CNGHTTP2", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "CNGHTTP2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         // The server: HTTP/2 connections, the entry path, the admin API, metrics.
@@ -105,9 +109,28 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Helpers shared by the test targets (temporary directories, frame builders).
+        .target(
+            name: "RaffleTestSupport",
+            dependencies: ["RaffleWire"],
+            path: "Tests/RaffleTestSupport",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RaffleServerTests",
+            dependencies: [
+                "RaffleServer", "RaffleHTTP2", "RaffleWire", "RaffleWireNIO", "RaffleCore", "RaffleLedger", "RaffleStorage",
+                "RaffleTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "RaffleStorageTests",
-            dependencies: ["RaffleStorage", "RaffleCore", "RaffleLedger", "RaffleWire"],
+            dependencies: ["RaffleStorage", "RaffleCore", "RaffleLedger", "RaffleWire", "RaffleTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

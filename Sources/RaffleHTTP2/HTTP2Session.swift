@@ -251,6 +251,15 @@ public struct HeaderBlock {
         fields.append((n..<v, v..<bytes.count))
     }
 
+    /// Adds a field whose name is only known at run time (lower-cased by the caller).
+    public mutating func addDynamic(_ name: String, _ value: String) {
+        let n = bytes.count
+        bytes.append(contentsOf: name.utf8)
+        let v = bytes.count
+        bytes.append(contentsOf: value.utf8)
+        fields.append((n..<v, v..<bytes.count))
+    }
+
     /// Adds a field whose value is a decimal integer, without building a String.
     public mutating func add(_ name: StaticString, integer: Int) {
         let n = bytes.count

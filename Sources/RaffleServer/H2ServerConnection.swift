@@ -405,6 +405,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
                 guard let slot = loop.takeSlot() else {
                     throttleForBuffers(i, partial: rest)
                     consume(i, bytes.count)
+                    settle(i)
                     return
                 }
                 streams[i].slot = slot
@@ -417,6 +418,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
                 addError(i, ProtocolError(code: .frameTooLarge, message: "frame exceeds the ingest buffer"))
                 endFatally(i)
                 consume(i, bytes.count)
+                settle(i)
                 return
             }
             UnsafeMutableRawBufferPointer(rebasing: memory[fill..<(fill + rest.count)]).copyMemory(from: rest)

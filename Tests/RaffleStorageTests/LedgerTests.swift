@@ -3,6 +3,7 @@ import RaffleCore
 import RaffleLedger
 import RaffleStorage
 import RaffleWire
+import RaffleTestSupport
 import Testing
 
 /// Encodes a batch and runs it through `ledger.admit`, returning outcomes and the admission.

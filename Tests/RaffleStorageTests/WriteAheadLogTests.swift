@@ -1,17 +1,8 @@
 import Foundation
 import RaffleStorage
+import RaffleTestSupport
 import Testing
 
-/// A fresh directory under the system temp dir, removed when the test's scope ends.
-final class TempDir {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "raffled-test-" + UUID().uuidString
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func files() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
-}
 
 /// Opens a log in `dir` and returns it with the (kind, payload) records replayed.
 func openLog(_ dir: String, segmentBytes: Int = 64 << 20, durability: Durability = .fsync) throws -> (WriteAheadLog, ReplayReport, [(UInt8, [UInt8])]) {

@@ -1,0 +1,74 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import RaffleCore
+import RaffleHTTP2
+import RaffleServer
+import RaffleTestSupport
+import RaffleWire
+
+/// A real raffled server on 127.0.0.1 (port 0) with its own data directory, and a client.
+struct ServerFixture {
+    let server: RaffleServer
+    let dir: TempDir
+    let client: HTTP2Client
+
+    static let group = MultiThreadedEventLoopGroup.singleton
+
+    static func start(_ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> ServerFixture {
+        let dir = TempDir()
+        var config = ServerConfiguration()
+        config.host = "127.0.0.1"
+        config.port = 0
+        config.dataDirectory = dir.path
+        config.eventLoops = 2
+        config.ingestBufferBytes = 4 << 20
+        configure(&config)
+        var logger = Logger(label: "raffled-test")
+        logger.logLevel = .warning
+        let server = try await RaffleServer.start(configuration: config, logger: logger)
+        let client = try await HTTP2Client.connect(host: "127.0.0.1", port: server.port, group: group)
+        return ServerFixture(server: server, dir: dir, client: client)
+    }
+
+    func stop() async {
+        await client.close()
+        await server.shutdown()
+    }
+
+    /// Creates an open raffle and returns its id.
+    func createRaffle(winners: Int = 3, maxTickets: UInt32 = 5, seconds: Int = 600) async throws -> UInt64 {
+        let body = #"{"title":"Drop","durationSeconds":\#(seconds),"winners":\#(winners),"maxTicketsPerUser":\#(maxTickets)}"#
+        let response = try await client.request(method: "POST", path: "/v1/raffles", body: Array(body.utf8))
+        guard response.status == 201 else { throw HTTP2ClientError("create: \(response.status) \(String(buffer: response.body))") }
+        return try JSONDecoder().decode(RaffleInfo.self, from: Data(response.body.readableBytesView)).id
+    }
+
+    /// POSTs `body` to /v1/entries and returns the status and the reply frames.
+    func post(_ body: [UInt8], contentType: String = Wire.contentType, on client: HTTP2Client? = nil) async throws -> (Int, [Frame], HTTP2Response) {
+        let response = try await (client ?? self.client).request(
+            method: "POST", path: Wire.entriesPath, headers: [("content-type", contentType)], body: body)
+        return (response.status, try decodeFrames(Array(buffer: response.body)), response)
+    }
+
+    func getJSON<T: Decodable>(_ path: String, as: T.Type) async throws -> T {
+        let response = try await client.request(method: "GET", path: path)
+        guard response.status == 200 else { throw HTTP2ClientError("GET \(path): \(response.status) \(String(buffer: response.body))") }
+        return try JSONDecoder().decode(T.self, from: Data(response.body.readableBytesView))
+    }
+}
+
+extension Frame {
+    /// The outcomes if this is a batch ack.
+    var outcomes: [EntryOutcome]? {
+        if case .batchAck(_, let o) = body { return o }
+        return nil
+    }
+
+    /// The error code if this is an error frame.
+    var errorCode: ProtocolErrorCode? {
+        if case .error(let code, _) = body { return code }
+        return nil
+    }
+}
