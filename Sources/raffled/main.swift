@@ -1,4 +1,9 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import RaffleServer
 import RaffleStorage
@@ -69,10 +74,24 @@ struct Raffled: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let hostForURL = host.contains(":") ? "[\(host)]" : host
-        print("raffled listening on http://\(hostForURL):\(server.port) (h2c), data in \(data), durability \(config.durability.rawValue)\(config.durability == .none ? " — EXPERIMENTS ONLY: acknowledged entries may be lost" : "")")
-        print("try: curl --http2-prior-knowledge http://\(hostForURL):\(server.port)/healthz")
+        say("raffled listening on http://\(hostForURL):\(server.port) (h2c), data in \(data), durability \(config.durability.rawValue)\(config.durability == .none ? " — EXPERIMENTS ONLY: acknowledged entries may be lost" : "")")
+        say("try: curl --http2-prior-knowledge http://\(hostForURL):\(server.port)/healthz")
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: RaffleService(server: server))], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+/// Writes a line to standard output unbuffered, so a supervisor (or a test) reading a pipe sees it
+/// at once.
+func say(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { bytes in
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(1, bytes.baseAddress.map { $0 + offset }, bytes.count - offset)
+            if n <= 0 { break }
+            offset += n
+        }
     }
 }

@@ -1,0 +1,141 @@
+import Foundation
+import NIOCore
+import RaffleCore
+import RaffleHTTP2
+import RaffleServer
+import RaffleTestSupport
+import RaffleWire
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the real `raffled` executable as a child process.
+///
+/// `@unchecked Sendable`: all stored properties are `let`, set in `init`; after that only `kill(2)`
+/// and `waitUntilExit` are called, which are safe from any thread.
+final class RaffledProcess: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+    private let output = Pipe()
+
+    static var executable: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("raffled")
+    }
+
+    init(data: String, extra: [String] = []) throws {
+        process.executableURL = Self.executable
+        process.arguments = ["--port", "0", "--data", data, "--loops", "2", "--log-level", "warning"] + extra
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The first line says where it listens: "raffled listening on http://127.0.0.1:PORT ...".
+        var text = ""
+        let handle = output.fileHandleForReading
+        let deadline = Date().addingTimeInterval(20)
+        while !text.contains("\n") && Date() < deadline {
+            let data = handle.availableData
+            if data.isEmpty { break }
+            text += String(decoding: data, as: UTF8.self)
+        }
+        guard let range = text.range(of: "127.0.0.1:"), let port = Int(text[range.upperBound...].prefix { $0.isNumber }) else {
+            process.terminate()
+            throw HTTP2ClientError("raffled did not start: \(text)")
+        }
+        self.port = port
+    }
+
+    func kill9() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func terminate() -> Int32 {
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
+
+/// Users whose entries were acknowledged, collected from many tasks.
+final class Acked: Sendable {
+    let set = Mutex<Set<UInt64>>([])
+}
+
+@Suite("The raffled process: crash recovery and graceful stop", .serialized, .timeLimit(.minutes(2)))
+struct CrashRecoveryTests {
+    @Test func everyAcknowledgedEntrySurvivesKill9ExactlyOnce() async throws {
+        #expect(FileManager.default.isExecutableFile(atPath: RaffledProcess.executable.path), "build raffled first")
+        let dir = TempDir()
+        let first = try RaffledProcess(data: dir.path)
+        let client = try await HTTP2Client.connect(host: "127.0.0.1", port: first.port, group: ServerFixture.group)
+        let create = try await client.request(method: "POST", path: "/v1/raffles", body: Array(#"{"title":"Crash","durationSeconds":600}"#.utf8))
+        let raffle = try JSONDecoder().decode(RaffleInfo.self, from: Data(create.body.readableBytesView)).id
+        let acked = Acked()
+
+        // Eight writers submit batches of fresh users; the process is killed while they run.
+        await withTaskGroup(of: Void.self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    for round in 0..<10_000 {
+                        let users = (0..<20).map { UInt64(writer * 10_000_000 + round * 20 + $0 + 1) }
+                        guard let response = try? await client.request(
+                            method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)],
+                            body: batchFrame(raffle: raffle, users: users, requestID: UInt64(round))),
+                            let frames = try? decodeFrames(Array(buffer: response.body)),
+                            let outcomes = frames.first?.outcomes
+                        else { return }
+                        let entered = zip(users, outcomes).filter { $0.1.isEntered }.map(\.0)
+                        acked.set.withLock { $0.formUnion(entered) }
+                    }
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: .milliseconds(700))
+                first.kill9()
+            }
+        }
+        await client.close()
+        let ackedUsers = acked.set.withLock { $0 }
+        #expect(ackedUsers.count > 100, "the load ran before the kill (\(ackedUsers.count) acked)")
+
+        let second = try RaffledProcess(data: dir.path)
+        let client2 = try await HTTP2Client.connect(host: "127.0.0.1", port: second.port, group: ServerFixture.group)
+        let export = try await client2.request(method: "GET", path: "/v1/raffles/\(raffle)/export?format=csv")
+        let entries = try Export.parse(String(buffer: export.body))
+        let stored = Set(entries.map(\.userID))
+        #expect(stored.count == entries.count, "no entry is stored twice")
+        #expect(ackedUsers.isSubset(of: stored), "lost \(ackedUsers.subtracting(stored).count) acknowledged entries")
+        // Re-sending after the restart is harmless.
+        let sample = Array(ackedUsers.prefix(50))
+        let resend = try decodeFrames(Array(buffer: try await client2.request(
+            method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)],
+            body: batchFrame(raffle: raffle, users: sample, requestID: 1)).body))
+        #expect(resend.first?.outcomes?.allSatisfy { $0 == .alreadyEntered } == true)
+        await client2.close()
+        #expect(second.terminate() == 0)
+    }
+
+    @Test func sigtermFinishesInFlightWorkAndExitsZero() async throws {
+        let dir = TempDir()
+        let first = try RaffledProcess(data: dir.path)
+        let client = try await HTTP2Client.connect(host: "127.0.0.1", port: first.port, group: ServerFixture.group)
+        let create = try await client.request(method: "POST", path: "/v1/raffles", body: Array(#"{"title":"Stop","durationSeconds":600}"#.utf8))
+        let raffle = try JSONDecoder().decode(RaffleInfo.self, from: Data(create.body.readableBytesView)).id
+        let reply = try await client.request(
+            method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)],
+            body: batchFrame(raffle: raffle, users: 1...500, requestID: 1))
+        #expect(try decodeFrames(Array(buffer: reply.body)).first?.outcomes?.count == 500)
+        #expect(first.terminate() == 0, "SIGTERM: graceful stop, exit 0")
+        await client.close()
+        let second = try RaffledProcess(data: dir.path)
+        let client2 = try await HTTP2Client.connect(host: "127.0.0.1", port: second.port, group: ServerFixture.group)
+        let info = try JSONDecoder().decode(
+            RaffleInfo.self, from: Data(try await client2.request(method: "GET", path: "/v1/raffles/\(raffle)").body.readableBytesView))
+        #expect(info.entries == 500)
+        await client2.close()
+        #expect(second.terminate() == 0)
+    }
+}
