@@ -70,9 +70,11 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
     /// What start-up replay found.
     public let replay: ReplayReport
 
-    /// Opens (or creates) the ledger in `directory`: replays the log, then starts the log writer.
+    /// Opens (or creates) the ledger in `directory`: replays the log, then starts the log writer
+    /// (unless `startLog` is false: then nothing becomes durable until the caller runs `log.start()`,
+    /// which lets tests hold commits back).
     /// - Throws: `LogCorruption` (file and offset) or `LogFailure`; see `WriteAheadLog.open`.
-    public init(directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20) throws {
+    public init(directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, startLog: Bool = true) throws {
         var replayed = State()
         let (log, report) = try WriteAheadLog.open(directory: directory, durability: durability, segmentBytes: segmentBytes) {
             kind, reader in try Self.apply(kind, &reader, to: &replayed)
@@ -84,7 +86,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         self.table = replayed
         self.log = log
         self.replay = report
-        log.start()
+        if startLog { log.start() }
     }
 
     private static func apply(_ kind: RecordKind, _ r: inout RecordReader, to s: inout State) throws {

@@ -35,6 +35,9 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     private var glitchTokens: Int
     private var glitchRefillNanos: UInt64
     private var closing = false
+    private var wantsClose = false
+    /// True while nghttp2 is running our callbacks (inside `receive` / `drainOutput`).
+    private var inSession = false
     private var draining = false
     private var readPaused = false
     private var timer: RepeatedTask?
@@ -106,9 +109,11 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         let buffer = unwrapInboundIn(data)
         guard let session, !closing else { return }
         lastActivityNanos = monotonicNanoseconds()
+        inSession = true
         let result: Result<Int, HTTP2Session.Failure> = buffer.withUnsafeReadableBytes { bytes in
             do throws(HTTP2Session.Failure) { return .success(try session.receive(bytes)) } catch { return .failure(error) }
         }
+        inSession = false
         switch result {
         case .success(let n):
             bytesIn += n
@@ -141,15 +146,18 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
 
     /// Sends everything nghttp2 has queued, as one write, and closes when the session is done.
     private func flushOutput() {
-        guard let context, let session else { return }
+        guard !inSession, let context, let session else { return }
         var out = context.channel.allocator.buffer(capacity: 0)
+        inSession = true
         do {
             try session.drainOutput(into: &out)
         } catch {
+            inSession = false
             logger.debug("HTTP/2 send failed: \(error)")
-            close()
+            closeNow()
             return
         }
+        inSession = false
         if out.readableBytes > 0 {
             context.writeAndFlush(wrapOutboundOut(out), promise: nil)
             // Bound unsent bytes: the channel's high-water mark is maxUnsentBytesPerConnection; past
@@ -161,10 +169,18 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
                 }
             }
         }
-        if !session.isAlive || (draining && openStreams == 0) { close() }
+        if wantsClose || !session.isAlive || (draining && openStreams == 0) { closeNow() }
     }
 
+    /// Asks for the connection to close once pending output is written. Never tears down inside
+    /// an nghttp2 callback (the session would be deleted under its own feet): the close happens in
+    /// `flushOutput`, which only runs outside `mem_recv` / `mem_send`.
     private func close() {
+        wantsClose = true
+        if !inSession { flushOutput() }
+    }
+
+    private func closeNow() {
         guard !closing, let context else { return }
         closing = true
         context.close(promise: nil)
@@ -210,9 +226,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
             loop.metrics.goaways.increment()
             session.goAway(errorCode: HTTP2Session.enhanceYourCalm)
             draining = true
-            closing = false
-            // Let nghttp2 send the GOAWAY, then close.
-            flushOutput()
+            // nghttp2 sends the GOAWAY on the next flush, then the connection closes.
             close()
         }
     }
@@ -386,7 +400,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         guard let i = slot(of: stream) else { return }
         if streams[i].waiting, let p = pendingSlots.firstIndex(of: i) { pendingSlots.remove(at: p) }
         releaseStream(i)
-        if draining && openStreams == 0 { close() }
+        if draining && openStreams == 0 { close() }  // deferred to the next flush when in a callback
     }
 
     // MARK: - Entry path

@@ -41,18 +41,21 @@ struct WriteAheadLogTests {
         }
     }
 
-    @Test func groupCommitCoversConcurrentAppendsWithFewerSyncs() async throws {
+    @Test func groupCommitCoversConcurrentAppendsWithFewerSyncs() throws {
         let dir = TempDir()
         let (log, _, _) = try openLog(dir.path)
         log.start()
         let appends = 4 * 500
-        await withTaskGroup(of: Void.self) { group in
-            for t in 0..<4 {
-                group.addTask {
-                    for i in 0..<500 { _ = try? appendAndWait(log, payload(t * 1000 + i)) }
-                }
+        // Four OS threads (not tasks: the cooperative pool may run tasks one after another), each
+        // appending and waiting for durability, as four event loops would.
+        let done = DispatchSemaphore(value: 0)
+        for t in 0..<4 {
+            Thread.detachNewThread {
+                for i in 0..<500 { _ = try? appendAndWait(log, payload(t * 1000 + i)) }
+                done.signal()
             }
         }
+        for _ in 0..<4 { done.wait() }
         #expect(log.stop() == nil)
         #expect(log.durableLSN == log.appendedLSN)
         // Four writers each waiting for durability: syncs must be shared, not one per append.
