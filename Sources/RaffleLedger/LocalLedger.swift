@@ -145,7 +145,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
                 }
             }
             guard accepted > 0 else {
-                if let failure = log.failure { return .unavailable(failure.message) }
+                if log.hasFailed { return .unavailable(log.failure?.message ?? "the log has failed") }
                 return .processed(accepted: 0, commit: CommitPoint(lsn: log.appendedLSN))
             }
             let appended = log.append(kind: .entries) { w in

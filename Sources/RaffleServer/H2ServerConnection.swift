@@ -32,6 +32,8 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     private var bytesIn = 0
     private var handshakeDone = false
     private var lastActivityNanos: UInt64
+    private var nowNanos: UInt64 = 0
+    private var nowWallMilliseconds: Int64 = 0
     private var glitchTokens: Int
     private var glitchRefillNanos: UInt64
     private var closing = false
@@ -108,7 +110,10 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         guard let session, !closing else { return }
+        // One clock read per read event, shared by every stream and batch it carries.
         lastActivityNanos = monotonicNanoseconds()
+        nowNanos = lastActivityNanos
+        nowWallMilliseconds = wallClockMilliseconds()
         inSession = true
         let result: Result<Int, HTTP2Session.Failure> = buffer.withUnsafeReadableBytes { bytes in
             do throws(HTTP2Session.Failure) { return .success(try session.receive(bytes)) } catch { return .failure(error) }
@@ -274,7 +279,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
             streams.append(StreamState())
             i = streams.count - 1
         }
-        streams[i].reset(id: stream, now: monotonicNanoseconds())
+        streams[i].reset(id: stream, now: nowNanos)
         slotOfStream[stream] = i
         lastStream = (stream, i)
         openStreams += 1
@@ -492,7 +497,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         switch frame.payload {
         case .entryBatch(let batch):
             let n = batch.count
-            switch loop.ledger.admit(batch, now: wallClockMilliseconds(), outcomes: loop.outcomes) {
+            switch loop.ledger.admit(batch, now: nowWallMilliseconds, outcomes: loop.outcomes) {
             case .processed(let accepted, let commit):
                 let outcomes = UnsafeBufferPointer(rebasing: loop.outcomes[0..<n])
                 var duplicates = 0
@@ -637,8 +642,9 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
             consume(i, 0)
         }
         if progressed && streams[i].bodyKind == .frames && streams[i].startNanos > 0 {
-            loop.metrics.ackLatency.recordNanoseconds(Int64(monotonicNanoseconds() - streams[i].startNanos))
-            streams[i].startNanos = monotonicNanoseconds()
+            let now = inSession ? nowNanos : monotonicNanoseconds()
+            loop.metrics.ackLatency.recordNanoseconds(Int64(now &- streams[i].startNanos))
+            streams[i].startNanos = now
         }
     }
 

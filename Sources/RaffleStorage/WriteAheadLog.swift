@@ -59,6 +59,9 @@ public final class WriteAheadLog: Sendable {
     }
 
     private let shared: Mutex<Shared>
+    /// Mirrors of `appendedLSN` and "has failed", readable without the lock on the hot path.
+    private let appendedMirror = Atomic<UInt64>(0)
+    private let failedFlag = Atomic<Bool>(false)
     private let wake = Condition()
     private let durable = Atomic<UInt64>(0)
     private let commits = Atomic<UInt64>(0)
@@ -74,10 +77,13 @@ public final class WriteAheadLog: Sendable {
         self.shared = Mutex(Shared(pending: ByteArray(capacity: 1 << 20), appendedLSN: startLSN))
         self.writer = Mutex(writer)
         durable.store(startLSN, ordering: .relaxed)
+        appendedMirror.store(startLSN, ordering: .relaxed)
     }
 
     /// Bytes appended so far (including not yet durable).
-    public var appendedLSN: UInt64 { shared.withLock { $0.appendedLSN } }
+    public var appendedLSN: UInt64 { appendedMirror.load(ordering: .acquiring) }
+    /// Whether the log has failed (cheap; `failure` has the reason).
+    public var hasFailed: Bool { failedFlag.load(ordering: .acquiring) }
     /// Bytes known to be on disk (with `.none`: written to the OS).
     public var durableLSN: UInt64 { durable.load(ordering: .acquiring) }
     /// Number of commits (fdatasync calls with `.fsync`) so far.
@@ -111,9 +117,10 @@ public final class WriteAheadLog: Sendable {
             s.pending.setLE32(UInt32(bodyLength), at: start)
             s.pending.setLE32(crc, at: start + 4)
             s.appendedLSN += UInt64(bodyLength + 8)
+            appendedMirror.store(s.appendedLSN, ordering: .releasing)
             return .success(s.appendedLSN)
         }
-        wake.signal()
+        wake.signalIfWaiting()
         return result
     }
 
@@ -163,6 +170,7 @@ public final class WriteAheadLog: Sendable {
                     commits.add(1, ordering: .relaxed)
                 case .failure(let failure):
                     shared.withLock { $0.failure = failure }
+                    failedFlag.store(true, ordering: .releasing)
                 }
                 for listener in listeners { listener(outcome) }
                 if case .failure = outcome { break }
@@ -206,11 +214,27 @@ final class Condition: @unchecked Sendable {
         cond.deallocate()
     }
 
+    /// Set while a thread is (about to be) blocked in `wait`, so `signalIfWaiting` can skip the
+    /// mutex and the futex call when the writer is busy anyway (the common case under load).
+    private let sleeping = Atomic<Bool>(false)
+
     /// Blocks until `ready()` is true. `ready` must not call `signal`.
     func wait(until ready: () -> Bool) {
         pthread_mutex_lock(mutex)
-        while !ready() { pthread_cond_wait(cond, mutex) }
+        while true {
+            // Announce first, then check: an appender that misses the flag appended before this
+            // check (sequential consistency), so the check sees its work.
+            sleeping.store(true, ordering: .sequentiallyConsistent)
+            if ready() { break }
+            pthread_cond_wait(cond, mutex)
+        }
+        sleeping.store(false, ordering: .sequentiallyConsistent)
         pthread_mutex_unlock(mutex)
+    }
+
+    /// Wakes the waiter if one is (about to be) blocked.
+    func signalIfWaiting() {
+        if sleeping.load(ordering: .sequentiallyConsistent) { signal() }
     }
 
     func signal() {
