@@ -15,11 +15,12 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
-// The per-request modules: dynamic exclusivity checks cost ~15% of server CPU time in a profile
-// (swift_beginAccess/endAccess and their TLS lookups on every access to a connection's stream
-// table). The connection handler never holds an inout access across a call that could reach the
-// same property (callbacks index `streams[i]` afresh each time), so the checks are turned off for
-// these two modules only; debug builds keep them, and the tests run in debug.
+// The per-request and per-entry modules (HTTP/2 glue, server, ledger, index): dynamic exclusivity
+// checks cost ~15% of server CPU time in a profile (swift_beginAccess/endAccess and their TLS
+// lookups on every access to a connection's stream table or a raffle's arrays). This code never
+// holds an inout access across a call that could reach the same property (callbacks index
+// `streams[i]` afresh each time; the ledger mutates records only inside its lock), so the checks are
+// off for these modules in release builds; debug builds keep them, and the tests run in debug.
 let hotPath: [SwiftSetting] = strict + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(
@@ -29,6 +30,7 @@ let package = Package(
         .library(name: "RaffleWire", targets: ["RaffleWire"]),
         .library(name: "RaffleWireNIO", targets: ["RaffleWireNIO"]),
         .library(name: "RaffleServer", targets: ["RaffleServer"]),
+        .library(name: "RaffleHTTP2", targets: ["RaffleHTTP2"]),
         .executable(name: "raffled", targets: ["raffled"]),
     ],
     dependencies: [
@@ -51,6 +53,8 @@ let package = Package(
         // because no package on the allowed list offers CRC32C, and a table-driven Swift loop costs
         // ~8x the hardware instruction per byte on the frame path (see Bench/RESULTS.md).
         .target(name: "CRaffleCRC32C"),
+        // __builtin_prefetch for the dedupe index (see the header for why).
+        .target(name: "CRafflePrefetch"),
         .target(
             name: "RaffleWire",
             dependencies: [.target(name: "CRaffleCRC32C")],
@@ -67,8 +71,8 @@ let package = Package(
         // Domain: raffles, the dedupe index, the verifiable draw. No I/O.
         .target(
             name: "RaffleCore",
-            dependencies: ["RaffleWire", .product(name: "Crypto", package: "swift-crypto")],
-            swiftSettings: strict
+            dependencies: ["RaffleWire", "CRafflePrefetch", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: hotPath
         ),
         // The segmented write-ahead log with group commit.
         .target(
@@ -80,7 +84,7 @@ let package = Package(
         .target(
             name: "RaffleLedger",
             dependencies: ["RaffleWire", "RaffleCore", "RaffleStorage"],
-            swiftSettings: strict
+            swiftSettings: hotPath
         ),
         // The HTTP/2 glue over libnghttp2, shared by the server and the client.
         .target(

@@ -13,8 +13,21 @@ let package = Package(
     dependencies: [
         .package(name: "raffled", path: "../"),
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
+        // A unique-entry load generator for durable batched ingest (until raffle-bench exists).
+        .executableTarget(
+            name: "IngestLoad",
+            dependencies: [
+                .product(name: "RaffleHTTP2", package: "raffled"),
+                .product(name: "RaffleWire", package: "raffled"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Sources/IngestLoad",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .executableTarget(
             name: "CodecBenchmarks",
             dependencies: [
