@@ -113,7 +113,7 @@ let package = Package(
         .executableTarget(
             name: "raffled",
             dependencies: [
-                "RaffleServer", "RaffleStorage",
+                "RaffleServer", "RaffleStorage", "RaffleCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -5,16 +5,27 @@ import Glibc
 import Darwin
 #endif
 import Logging
+import Foundation
+import RaffleCore
 import RaffleServer
 import RaffleStorage
 import ServiceLifecycle
 
-/// `raffled`: the raffle-entry ingestion server.
+/// `raffled`: the raffle-entry ingestion server (`raffled serve`, the default) and `raffled verify`.
 @main
 struct Raffled: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raffled",
         abstract: "Raffle-entry ingestion over HTTP/2 with a durable, deduplicating ledger.",
+        subcommands: [Serve.self, Verify.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// `raffled serve`: runs the server.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the server (the default command).",
         discussion: """
             Serves the framed binary protocol (Protocol/PROTOCOL.md) on POST /v1/entries and a JSON \
             admin API on the same h2c port. Try: curl --http2-prior-knowledge http://HOST:PORT/healthz
@@ -93,5 +104,56 @@ func say(_ line: String) {
             if n <= 0 { break }
             offset += n
         }
+    }
+}
+
+/// `raffled verify`: recomputes a raffle's draw offline from an export of its entries and the
+/// revealed seed, and checks it against what the server published.
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Recompute a draw from an entry export and the revealed seed.",
+        discussion: """
+            Export: GET /v1/raffles/ID/export?format=csv (or ndjson). Seed, hash and winners: \
+            GET /v1/raffles/ID/winners. The draw is described in Sources/RaffleCore/Draw.swift.
+            """
+    )
+
+    @Option(help: "The entry export (CSV or NDJSON).") var export: String
+    @Option(help: "The revealed seed (hex).") var seed: String
+    @Option(help: "How many winners were drawn.") var winners: Int
+    @Option(help: "The commitment published at creation (hex SHA-256 of the seed), to check.") var commitment: String?
+    @Option(help: "The published entry-list hash, to check.") var hash: String?
+    @Option(help: "The published winners, comma-separated, to check.") var expect: String?
+
+    func run() throws {
+        guard let seedBytes = Draw.bytes(hex: seed), seedBytes.count == 32 else {
+            throw ValidationError("--seed must be 64 hex digits (32 bytes)")
+        }
+        guard let text = try? String(contentsOfFile: export, encoding: .utf8) else {
+            throw ValidationError("cannot read \(export)")
+        }
+        let entries = try Export.parse(text)
+        let result = Draw.winners(entries: entries, seed: seedBytes, count: winners)
+        say("entries: \(entries.count), tickets: \(entries.reduce(0) { $0 + UInt64($1.tickets) })")
+        say("entry-list hash: \(result.entryListHash)")
+        say("winners: \(result.winners.map(String.init).joined(separator: ","))")
+        var ok = true
+        if let commitment {
+            let match = Draw.commitment(seed: seedBytes) == commitment.lowercased()
+            say("commitment: \(match ? "matches" : "DOES NOT MATCH") SHA-256(seed)")
+            ok = ok && match
+        }
+        if let hash {
+            let match = hash.lowercased() == result.entryListHash
+            say("entry-list hash: \(match ? "matches" : "DOES NOT MATCH") the published one")
+            ok = ok && match
+        }
+        if let expect {
+            let published = expect.split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+            let match = published == result.winners
+            say("winners: \(match ? "match" : "DO NOT MATCH") the published ones")
+            ok = ok && match
+        }
+        if !ok { throw ExitCode(1) }
     }
 }

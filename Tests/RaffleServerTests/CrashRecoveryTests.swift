@@ -138,4 +138,47 @@ struct CrashRecoveryTests {
         await client2.close()
         #expect(second.terminate() == 0)
     }
+
+    @Test func verifyRecomputesThePublishedDrawAndCatchesATamperedExport() async throws {
+        let dir = TempDir()
+        let server = try RaffledProcess(data: dir.path)
+        let client = try await HTTP2Client.connect(host: "127.0.0.1", port: server.port, group: ServerFixture.group)
+        let create = try await client.request(
+            method: "POST", path: "/v1/raffles", body: Array(#"{"title":"Verify","durationSeconds":600,"winners":4,"maxTicketsPerUser":3}"#.utf8))
+        let info = try JSONDecoder().decode(RaffleInfo.self, from: Data(create.body.readableBytesView))
+        _ = try await client.request(
+            method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)],
+            body: batchFrame(raffle: info.id, users: (1...300).map { $0 * 31 }, requestID: 1, tickets: 2))
+        _ = try await client.request(method: "POST", path: "/v1/raffles/\(info.id)/close")
+        let draw = try JSONDecoder().decode(
+            DrawResult.self, from: Data(try await client.request(method: "GET", path: "/v1/raffles/\(info.id)/winners").body.readableBytesView))
+        let export = try await client.request(method: "GET", path: "/v1/raffles/\(info.id)/export?format=csv")
+        let file = dir.path + "/export.csv"
+        try Data(export.body.readableBytesView).write(to: URL(fileURLWithPath: file))
+        await client.close()
+        #expect(server.terminate() == 0)
+
+        func verify(_ exportPath: String) throws -> (Int32, String) {
+            let p = Process()
+            let out = Pipe()
+            p.executableURL = RaffledProcess.executable
+            p.arguments = [
+                "verify", "--export", exportPath, "--seed", draw.seed, "--winners", "4", "--commitment", info.seedCommitment,
+                "--hash", draw.entryListHash, "--expect", draw.winners.map(String.init).joined(separator: ","),
+            ]
+            p.standardOutput = out
+            try p.run()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
+        let (status, text) = try verify(file)
+        #expect(status == 0, "\(text)")
+        #expect(text.contains("winners: match"))
+        // Drop one entry from the export: the hash (and likely the winners) no longer match.
+        let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n")
+        try (lines.dropLast().joined(separator: "\n") + "\n").write(toFile: dir.path + "/tampered.csv", atomically: true, encoding: .utf8)
+        let (tamperedStatus, tamperedText) = try verify(dir.path + "/tampered.csv")
+        #expect(tamperedStatus == 1)
+        #expect(tamperedText.contains("DOES NOT MATCH"))
+    }
 }
