@@ -1,5 +1,8 @@
 import CNGHTTP2
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Smoke test: the system libnghttp2 links, reports a version, and a client session produces the
 /// HTTP/2 connection preface and a SETTINGS frame through `nghttp2_session_mem_send`.
@@ -39,5 +42,14 @@ import Testing
         #expect(Int(frame[0]) << 16 | Int(frame[1]) << 8 | Int(frame[2]) == 6)
         #expect(frame[9...10] == [0x00, 0x03])  // SETTINGS_MAX_CONCURRENT_STREAMS
         #expect(frame[11...14] == [0, 0, 0, 100])
+    }
+
+    /// Debian's 1.52 still reports NGHTTP2_VERSION 1.52.0 but carries the backported reset and
+    /// CONTINUATION limits the server relies on: check the symbols, not the version.
+    @Test func backportedLimitsArePresent() {
+        for symbol in ["nghttp2_option_set_stream_reset_rate_limit", "nghttp2_option_set_max_continuations",
+                       "nghttp2_option_set_max_outbound_ack", "nghttp2_option_set_no_closed_streams"] {
+            #expect(dlsym(UnsafeMutableRawPointer(bitPattern: 0), symbol) != nil, "\(symbol) missing from libnghttp2")
+        }
     }
 }

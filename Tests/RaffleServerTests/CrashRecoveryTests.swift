@@ -59,6 +59,20 @@ final class RaffledProcess: @unchecked Sendable {
     }
 }
 
+extension HTTP2Client {
+    /// Creates a raffle from a JSON body and returns it.
+    func createRaffle(_ json: String) async throws -> RaffleInfo {
+        let response = try await request(method: "POST", path: "/v1/raffles", body: Array(json.utf8))
+        return try JSONDecoder().decode(RaffleInfo.self, from: Data(response.body.readableBytesView))
+    }
+
+    /// POSTs frames to /v1/entries and returns the reply frames.
+    func postEntries(_ body: [UInt8]) async throws -> [Frame] {
+        let response = try await request(method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)], body: body)
+        return try decodeFrames(Array(buffer: response.body))
+    }
+}
+
 /// Users whose entries were acknowledged, collected from many tasks.
 final class Acked: Sendable {
     let set = Mutex<Set<UInt64>>([])
@@ -71,8 +85,7 @@ struct CrashRecoveryTests {
         let dir = TempDir()
         let first = try RaffledProcess(data: dir.path)
         let client = try await HTTP2Client.connect(host: "127.0.0.1", port: first.port, group: ServerFixture.group)
-        let create = try await client.request(method: "POST", path: "/v1/raffles", body: Array(#"{"title":"Crash","durationSeconds":600}"#.utf8))
-        let raffle = try JSONDecoder().decode(RaffleInfo.self, from: Data(create.body.readableBytesView)).id
+        let raffle = try await client.createRaffle(#"{"title":"Crash","durationSeconds":600}"#).id
         let acked = Acked()
 
         // Eight writers submit batches of fresh users; the process is killed while they run.
@@ -81,10 +94,7 @@ struct CrashRecoveryTests {
                 group.addTask {
                     for round in 0..<10_000 {
                         let users = (0..<20).map { UInt64(writer * 10_000_000 + round * 20 + $0 + 1) }
-                        guard let response = try? await client.request(
-                            method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)],
-                            body: batchFrame(raffle: raffle, users: users, requestID: UInt64(round))),
-                            let frames = try? decodeFrames(Array(buffer: response.body)),
+                        guard let frames = try? await client.postEntries(batchFrame(raffle: raffle, users: users, requestID: UInt64(round))),
                             let outcomes = frames.first?.outcomes
                         else { return }
                         let entered = zip(users, outcomes).filter { $0.1.isEntered }.map(\.0)
@@ -110,9 +120,7 @@ struct CrashRecoveryTests {
         #expect(ackedUsers.isSubset(of: stored), "lost \(ackedUsers.subtracting(stored).count) acknowledged entries")
         // Re-sending after the restart is harmless.
         let sample = Array(ackedUsers.prefix(50))
-        let resend = try decodeFrames(Array(buffer: try await client2.request(
-            method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)],
-            body: batchFrame(raffle: raffle, users: sample, requestID: 1)).body))
+        let resend = try await client2.postEntries(batchFrame(raffle: raffle, users: sample, requestID: 1))
         #expect(resend.first?.outcomes?.allSatisfy { $0 == .alreadyEntered } == true)
         await client2.close()
         #expect(second.terminate() == 0)
@@ -122,12 +130,9 @@ struct CrashRecoveryTests {
         let dir = TempDir()
         let first = try RaffledProcess(data: dir.path)
         let client = try await HTTP2Client.connect(host: "127.0.0.1", port: first.port, group: ServerFixture.group)
-        let create = try await client.request(method: "POST", path: "/v1/raffles", body: Array(#"{"title":"Stop","durationSeconds":600}"#.utf8))
-        let raffle = try JSONDecoder().decode(RaffleInfo.self, from: Data(create.body.readableBytesView)).id
-        let reply = try await client.request(
-            method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)],
-            body: batchFrame(raffle: raffle, users: 1...500, requestID: 1))
-        #expect(try decodeFrames(Array(buffer: reply.body)).first?.outcomes?.count == 500)
+        let raffle = try await client.createRaffle(#"{"title":"Stop","durationSeconds":600}"#).id
+        let reply = try await client.postEntries(batchFrame(raffle: raffle, users: 1...500, requestID: 1))
+        #expect(reply.first?.outcomes?.count == 500)
         #expect(first.terminate() == 0, "SIGTERM: graceful stop, exit 0")
         await client.close()
         let second = try RaffledProcess(data: dir.path)
@@ -143,12 +148,8 @@ struct CrashRecoveryTests {
         let dir = TempDir()
         let server = try RaffledProcess(data: dir.path)
         let client = try await HTTP2Client.connect(host: "127.0.0.1", port: server.port, group: ServerFixture.group)
-        let create = try await client.request(
-            method: "POST", path: "/v1/raffles", body: Array(#"{"title":"Verify","durationSeconds":600,"winners":4,"maxTicketsPerUser":3}"#.utf8))
-        let info = try JSONDecoder().decode(RaffleInfo.self, from: Data(create.body.readableBytesView))
-        _ = try await client.request(
-            method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)],
-            body: batchFrame(raffle: info.id, users: (1...300).map { $0 * 31 }, requestID: 1, tickets: 2))
+        let info = try await client.createRaffle(#"{"title":"Verify","durationSeconds":600,"winners":4,"maxTicketsPerUser":3}"#)
+        _ = try await client.postEntries(batchFrame(raffle: info.id, users: (1...300).map { $0 * 31 }, requestID: 1, tickets: 2))
         _ = try await client.request(method: "POST", path: "/v1/raffles/\(info.id)/close")
         let draw = try JSONDecoder().decode(
             DrawResult.self, from: Data(try await client.request(method: "GET", path: "/v1/raffles/\(info.id)/winners").body.readableBytesView))
