@@ -149,6 +149,7 @@ let package = Package(
             dependencies: [
                 "RaffleWire",
                 "RaffleWireNIO",
+                "RaffleTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict

@@ -1,3 +1,4 @@
+import RaffleTestSupport
 import RaffleWire
 import Testing
 

@@ -1,5 +1,6 @@
 import Foundation
 import RaffleWire
+import RaffleTestSupport
 
 /// The golden vectors in Protocol/vectors, loaded for tests.
 struct Vector: CustomStringConvertible, Sendable {
@@ -143,17 +144,4 @@ func decodeOwned(_ bytes: [UInt8], _ decoder: FrameDecoder, endOfInput: Bool = f
         }
     }
     return try result.get()
-}
-
-/// A seeded, reproducible generator (SplitMix64) so property tests fail the same way twice.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
