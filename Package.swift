@@ -80,6 +80,17 @@ let package = Package(
             dependencies: ["RaffleWire"],
             swiftSettings: strict
         ),
+        // Admission control: GCRA buckets, API-key clients, waiting room, backpressure. No I/O.
+        .target(
+            name: "RaffleAdmission",
+            dependencies: ["RaffleWire"],
+            swiftSettings: hotPath
+        ),
+        .testTarget(
+            name: "RaffleAdmissionTests",
+            dependencies: ["RaffleAdmission", "RaffleWire"],
+            swiftSettings: strict
+        ),
         // The ledger interface and its local (write-ahead-log) implementation.
         .target(
             name: "RaffleLedger",
@@ -100,7 +111,7 @@ let package = Package(
         .target(
             name: "RaffleServer",
             dependencies: [
-                "RaffleWire", "RaffleWireNIO", "RaffleHTTP2", "RaffleCore", "RaffleLedger", "RaffleStorage",
+                "RaffleWire", "RaffleWireNIO", "RaffleHTTP2", "RaffleCore", "RaffleLedger", "RaffleStorage", "RaffleAdmission",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
