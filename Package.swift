@@ -124,7 +124,7 @@ let package = Package(
         .executableTarget(
             name: "raffled",
             dependencies: [
-                "RaffleServer", "RaffleStorage", "RaffleCore",
+                "RaffleServer", "RaffleStorage", "RaffleCore", "RaffleAdmission",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -142,7 +142,7 @@ let package = Package(
             name: "RaffleServerTests",
             dependencies: [
                 "RaffleServer", "RaffleHTTP2", "RaffleWire", "RaffleWireNIO", "RaffleCore", "RaffleLedger", "RaffleStorage",
-                "RaffleTestSupport",
+                "RaffleAdmission", "RaffleTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

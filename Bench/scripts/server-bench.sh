@@ -4,6 +4,8 @@
 #      (GET), both on one pinned core, same h2load client on the other core;
 #   2. durable batched ingest of unique entries (IngestLoad) vs the disk's own sequential
 #      write+fdatasync limit (disk-limit.py), and the dedupe index's bytes per entry.
+# Throttling is set out of the way (--global-rate 0, a huge anonymous rate) so these measure capacity;
+# the admission decision still runs on every batch.
 # Usage: Bench/scripts/server-bench.sh   (env: N=requests per h2load run, ROUNDS=alternating rounds)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,7 +50,7 @@ for port in 18080 18081 18090; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "bench: port $port is busy; stop what listens there" >&2; exit 1; fi
 done
 pin $server_core h2o -c "$tmp/h2o.conf" >"$tmp/h2o.log" 2>&1 & pids+=($!)
-pin $server_core .build/release/raffled --port 18080 --data "$tmp/data" --loops 1 --durability fsync --log-level warning >"$tmp/raffled.log" 2>&1 & pids+=($!)
+pin $server_core .build/release/raffled --port 18080 --data "$tmp/data" --loops 1 --durability fsync --log-level warning --global-rate 0 --anonymous-rate 1000000000 >"$tmp/raffled.log" 2>&1 & pids+=($!)
 for _ in $(seq 50); do curl -s --http2-prior-knowledge http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.1; done
 curl -s --http2-prior-knowledge -X POST -d '{"title":"bench","durationSeconds":86400}' http://127.0.0.1:18080/v1/raffles >/dev/null
 python3 - "$tmp/one.bin" <<'PY'
@@ -80,7 +82,7 @@ echo
 disk=$(python3 Bench/scripts/disk-limit.py "$tmp" 3 | tee /dev/stderr | awk '/1 MiB/ {print $(NF-1)}')
 pkill -f -- "$tmp/data" 2>/dev/null || true; sleep 0.5
 rm -rf "$tmp/data2"
-pin $server_core .build/release/raffled --port 18081 --data "$tmp/data2" --loops 1 --durability fsync --log-level warning >"$tmp/raffled2.log" 2>&1 & pids+=($!)
+pin $server_core .build/release/raffled --port 18081 --data "$tmp/data2" --loops 1 --durability fsync --log-level warning --global-rate 0 --anonymous-rate 1000000000 >"$tmp/raffled2.log" 2>&1 & pids+=($!)
 for _ in $(seq 50); do curl -s --http2-prior-knowledge http://127.0.0.1:18081/healthz >/dev/null && break; sleep 0.1; done
 line=$(pin $client_core Bench/.build/release/IngestLoad 127.0.0.1 18081 2 32 4000 "$INGEST")
 echo "$line"

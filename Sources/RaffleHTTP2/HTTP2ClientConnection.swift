@@ -125,6 +125,8 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     private var session: HTTP2Session?
     private var context: ChannelHandlerContext?
     private var exchanges: [Int32: Exchange] = [:]
+    /// Statuses of recently closed streams, so `status()` can still answer after a quick reset.
+    private var closedStatuses: [Int32: Int] = [:]
     private var failure: HTTP2ClientError?
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -246,7 +248,9 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
 
     func whenStatus(stream: Int32, promise: EventLoopPromise<Int>) {
         guard let e = exchanges[stream] else {
-            promise.fail(failure ?? HTTP2ClientError("stream \(stream) is closed"))
+            if let status = closedStatuses[stream] { promise.succeed(status) } else {
+                promise.fail(failure ?? HTTP2ClientError("stream \(stream) is closed"))
+            }
             return
         }
         if e.status != 0 { promise.succeed(e.status) } else { exchanges[stream]?.statusWaiters.append(promise) }
@@ -313,6 +317,10 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
 
     func streamClosed(stream: Int32, errorCode: UInt32) {
         guard let e = exchanges.removeValue(forKey: stream) else { return }
+        if e.chunks != nil && e.status != 0 {
+            if closedStatuses.count >= 64 { closedStatuses.removeAll(keepingCapacity: true) }
+            closedStatuses[stream] = e.status
+        }
         e.promise?.succeed(HTTP2Response(status: e.status, headers: e.headers, body: e.body, resetCode: errorCode))
         e.chunks?.finish()
         for w in e.statusWaiters {

@@ -1,4 +1,5 @@
 import Foundation
+import RaffleAdmission
 public import RaffleCore
 import RaffleLedger
 import RaffleStorage
@@ -40,6 +41,7 @@ struct AdminResponse {
 /// | GET | `/v1/raffles/{id}/export?format=csv\|ndjson` | the entries in canonical order |
 struct AdminAPI: Sendable {
     let ledger: any Ledger
+    let admission: AdmissionController
     let metrics: ServerMetrics
     let durability: Durability
     let now: @Sendable () -> Int64
@@ -75,7 +77,7 @@ struct AdminAPI: Sendable {
             }
             return AdminResponse(status: 200, json: Self.json(["status": "ok", "durability": durability.rawValue]))
         case (true, _, 1) where parts[0] == "metrics":
-            return AdminResponse(status: 200, kind: .text, body: metrics.render(stats: ledger.stats()))
+            return AdminResponse(status: 200, kind: .text, body: metrics.render(stats: ledger.stats(), admission: admission, now: monotonicNanoseconds()))
         case (true, _, 2) where parts == ["v1", "stats"]:
             return AdminResponse(status: 200, json: Self.json(ledger.stats()))
         case (true, _, 2) where parts == ["v1", "raffles"]:

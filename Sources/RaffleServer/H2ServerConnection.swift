@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import RaffleAdmission
 import RaffleHTTP2
 import RaffleLedger
 import RaffleWire
@@ -44,6 +45,12 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     private var readPaused = false
     private var timer: RepeatedTask?
     private let admin: AdminAPI
+    /// The anonymous class's bucket for this connection.
+    private var anonymousBucket: LocalGCRA
+    /// The last `authorization` value seen on this connection and whom it named: HPACK makes
+    /// clients repeat it on every request, so it is compared once, not per request.
+    private var lastAuthorization: [UInt8] = []
+    private var lastClient: Int?
 
     init(loop: LoopContext, admin: AdminAPI, logger: Logger) {
         self.loop = loop
@@ -53,6 +60,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         lastActivityNanos = now
         glitchRefillNanos = now
         glitchTokens = loop.configuration.glitchBurst
+        anonymousBucket = LocalGCRA(loop.configuration.admission.anonymous)
     }
 
     // MARK: - Channel events
@@ -307,6 +315,12 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
             } else {
                 streams[i].path = String(decoding: value, as: UTF8.self)
             }
+        } else if equal(name, "authorization") {
+            if !value.elementsEqual(lastAuthorization) {
+                lastAuthorization = Array(value)
+                lastClient = loop.admission.identify(authorization: value)
+            }
+            streams[i].client = lastClient
         } else if equal(name, "content-type") {
             streams[i].contentTypeOK = equal(value, "application/vnd.raffled.frames")
                 || startsWith(value, "application/vnd.raffled.frames;")
@@ -497,6 +511,24 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         switch frame.payload {
         case .entryBatch(let batch):
             let n = batch.count
+            switch loop.admission.admit(client: streams[i].client, anonymous: &anonymousBucket, entries: n, now: nowNanos) {
+            case .admit:
+                break
+            case .throttle(let ms, let reason, let limit, let policy, let remaining):
+                noteFirstReply(i, status: 429, retryAfter: ms)
+                if streams[i].throttlePolicy == nil { streams[i].throttlePolicy = (policy, limit, remaining) }
+                loop.metrics.throttled(reason)
+                streams[i].out.writeRaffleFrame(
+                    Frame(requestID: requestID, flags: frame.header.flags.intersection(.checksum), body: .throttled(retryAfterMilliseconds: ms, reason: reason)))
+                mark(i, lsn: 0, requestID: requestID)
+                return
+            case .tooLarge(let cost, let limit, let policy):
+                addError(i, ProtocolError(
+                    code: .batchExceedsBurst,
+                    message: "this batch costs \(cost) (\(n) entries + \(loop.configuration.admission.requestCost) per request) but the \(policy) limit's burst is \(limit.burst): split it into smaller batches",
+                    requestID: requestID))
+                return
+            }
             switch loop.ledger.admit(batch, now: nowWallMilliseconds, outcomes: loop.outcomes) {
             case .processed(let accepted, let commit):
                 let outcomes = UnsafeBufferPointer(rebasing: loop.outcomes[0..<n])
@@ -669,7 +701,14 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         headers.add(":status", integer: streams[i].status)
         headers.add("content-type", streams[i].bodyKind.contentType)
         if let ms = streams[i].retryAfterMilliseconds {
-            headers.add("retry-after", integer: Int((UInt64(ms) + 999) / 1_000))
+            let seconds = Int((UInt64(ms) + 999) / 1_000)
+            headers.add("retry-after", integer: seconds)
+            if let policy = streams[i].throttlePolicy {
+                // IETF httpapi RateLimit headers: the policy (quota, window) and its current state.
+                let window = max((policy.limit.burst + policy.limit.ratePerSecond - 1) / policy.limit.ratePerSecond, 1)
+                headers.add("ratelimit-policy", "\"\(policy.name)\";q=\(policy.limit.burst);w=\(window)")
+                headers.add("ratelimit", "\"\(policy.name)\";r=\(policy.remaining);t=\(seconds)")
+            }
         }
         if loop.configuration.durability == .none && streams[i].bodyKind == .frames {
             headers.add("raffled-durability", "none")

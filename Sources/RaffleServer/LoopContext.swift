@@ -1,4 +1,5 @@
 import NIOCore
+import RaffleAdmission
 import RaffleLedger
 import RaffleWire
 
@@ -7,6 +8,7 @@ import RaffleWire
 /// waiting for the log to commit.
 final class LoopContext {
     let ledger: any Ledger
+    let admission: AdmissionController
     let configuration: ServerConfiguration
     let metrics: ServerMetrics
     let decoder: FrameDecoder
@@ -27,9 +29,13 @@ final class LoopContext {
     private(set) var failure: String?
     private(set) var shuttingDown = false
 
-    init(eventLoop: any EventLoop, ledger: any Ledger, configuration: ServerConfiguration, metrics: ServerMetrics, slotCount: Int) {
+    init(
+        eventLoop: any EventLoop, ledger: any Ledger, admission: AdmissionController, configuration: ServerConfiguration,
+        metrics: ServerMetrics, slotCount: Int
+    ) {
         self.eventLoop = eventLoop
         self.ledger = ledger
+        self.admission = admission
         self.configuration = configuration
         self.metrics = metrics
         decoder = FrameDecoder(limits: configuration.frameLimits, receiver: .server)

@@ -1,6 +1,7 @@
 public import Logging
 public import NIOCore
 import NIOPosix
+import RaffleAdmission
 public import RaffleLedger
 import Synchronization
 
@@ -60,24 +61,38 @@ public final class RaffleServer: Sendable {
         let loops = max(configuration.eventLoops, 1)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
         let metrics = ServerMetrics(durability: configuration.durability.rawValue)
+        let admission = AdmissionController(configuration.admission)
         let slotsPerLoop = max(configuration.ingestBufferBytes / configuration.ingestSlotBytes / loops, 1)
         var contexts: [NIOLoopBound<LoopContext>] = []
         for loop in group.makeIterator() {
             let context = try await loop.submit {
                 NIOLoopBound(
-                    LoopContext(eventLoop: loop, ledger: ledger, configuration: configuration, metrics: metrics, slotCount: slotsPerLoop),
+                    LoopContext(
+                        eventLoop: loop, ledger: ledger, admission: admission, configuration: configuration, metrics: metrics,
+                        slotCount: slotsPerLoop),
                     eventLoop: loop)
             }.get()
             contexts.append(context)
         }
         let byLoop = Dictionary(uniqueKeysWithValues: contexts.map { (ObjectIdentifier($0.eventLoop), $0) })
         let all = contexts
+        // Backpressure: after each commit, tell admission how far the log lags and how fast it drains.
+        let log = ledger.log
+        let lastCommit = Mutex<(durable: UInt64, at: UInt64)>((log.durableLSN, monotonicNanoseconds()))
         ledger.onCommit { result in
+            let now = monotonicNanoseconds()
+            let durable = log.durableLSN
+            let (drained, over) = lastCommit.withLock { last -> (UInt64, UInt64) in
+                defer { last = (durable, now) }
+                return (durable &- min(last.durable, durable), now &- last.at)
+            }
+            admission.logState(backlogBytes: log.appendedLSN &- min(durable, log.appendedLSN), drainedBytes: drained, overNanoseconds: over)
             for context in all {
                 context.eventLoop.execute { context.value.committed(result) }
             }
         }
-        let admin = AdminAPI(ledger: ledger, metrics: metrics, durability: configuration.durability, now: { wallClockMilliseconds() })
+        let admin = AdminAPI(
+            ledger: ledger, admission: admission, metrics: metrics, durability: configuration.durability, now: { wallClockMilliseconds() })
         let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1_024)

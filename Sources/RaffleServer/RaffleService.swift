@@ -5,11 +5,17 @@ public import ServiceLifecycle
 /// in-flight requests, fsyncs the log and returns.
 public struct RaffleService: Service {
     let server: RaffleServer
+    let onRunning: @Sendable () -> Void
 
-    /// Wraps a started server.
-    public init(server: RaffleServer) { self.server = server }
+    /// Wraps a started server. `onRunning` is called once the service runs — after the service
+    /// group has installed its signal handlers — so a supervisor told "ready" can send SIGTERM safely.
+    public init(server: RaffleServer, onRunning: @escaping @Sendable () -> Void = {}) {
+        self.server = server
+        self.onRunning = onRunning
+    }
 
     public func run() async throws {
+        onRunning()
         await withGracefulShutdownHandler {
             await server.run()
         } onGracefulShutdown: {

@@ -1,3 +1,4 @@
+public import RaffleAdmission
 public import RaffleHTTP2
 public import RaffleStorage
 public import RaffleWire
@@ -46,6 +47,9 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// Most response bytes queued on one connection (unsent) before the server stops reading from
     /// it. Default 4 MiB.
     public var maxUnsentBytesPerConnection = 4 << 20
+    /// Throttling: global and per-client token buckets (GCRA), the anonymous class, the waiting
+    /// room and log backpressure. Defaults in `AdmissionConfiguration`.
+    public var admission = AdmissionConfiguration()
     /// Largest JSON body accepted by the admin API. Default 64 KiB.
     public var maxAdminBodyBytes = 64 << 10
 

@@ -1,5 +1,6 @@
 import CoreMetrics
 import Prometheus
+import RaffleAdmission
 import RaffleLedger
 import RaffleWire
 import Synchronization
@@ -17,6 +18,12 @@ final class ServerMetrics: Sendable {
     let bytesReceived: CoreMetrics.Counter
     let frameErrors: CoreMetrics.Counter
     let throttledPoolExhausted: CoreMetrics.Counter
+    let throttledRateLimited: CoreMetrics.Counter
+    let throttledWaitingRoom: CoreMetrics.Counter
+    let throttledServerBusy: CoreMetrics.Counter
+    private let waitingRoomDepth: CoreMetrics.Gauge
+    private let globalTokens: CoreMetrics.Gauge
+    private let overloaded: CoreMetrics.Gauge
     let connectionsOpened: CoreMetrics.Counter
     let connections: CoreMetrics.Meter
     let streams: CoreMetrics.Counter
@@ -47,6 +54,12 @@ final class ServerMetrics: Sendable {
         bytesReceived = Counter(label: "raffled_entry_bytes_received_total", factory: factory)
         frameErrors = Counter(label: "raffled_frame_errors_total", factory: factory)
         throttledPoolExhausted = Counter(label: "raffled_throttled_total", dimensions: [("reason", "ingest_buffers_full")], factory: factory)
+        throttledRateLimited = Counter(label: "raffled_throttled_total", dimensions: [("reason", "rate_limited")], factory: factory)
+        throttledWaitingRoom = Counter(label: "raffled_throttled_total", dimensions: [("reason", "waiting_room")], factory: factory)
+        throttledServerBusy = Counter(label: "raffled_throttled_total", dimensions: [("reason", "server_busy")], factory: factory)
+        waitingRoomDepth = Gauge(label: "raffled_waiting_room_entries", factory: factory)
+        globalTokens = Gauge(label: "raffled_bucket_tokens", dimensions: [("bucket", "global")], factory: factory)
+        overloaded = Gauge(label: "raffled_backpressure_engaged", factory: factory)
         connectionsOpened = Counter(label: "raffled_connections_total", factory: factory)
         connections = Meter(label: "raffled_connections_open", factory: factory)
         streams = Counter(label: "raffled_streams_total", factory: factory)
@@ -71,6 +84,39 @@ final class ServerMetrics: Sendable {
         }
         if duplicates > 0 { entriesDuplicate.increment(by: Int64(duplicates)) }
         if rejected > 0 { entriesRejected.increment(by: Int64(rejected)) }
+    }
+
+    /// Counts a throttled batch.
+    func throttled(_ reason: ThrottleReason) {
+        switch reason {
+        case .waitingRoom: throttledWaitingRoom.increment()
+        case .serverBusy: throttledServerBusy.increment()
+        default: throttledRateLimited.increment()
+        }
+    }
+
+    /// Per-client bucket gauges, created once for the configured clients.
+    private let clientGauges = Mutex<[String: (tokens: CoreMetrics.Gauge, throttled: CoreMetrics.Gauge)]>([:])
+
+    /// The Prometheus text exposition, with ledger- and admission-derived values refreshed first.
+    func render(stats: LedgerStats, admission: AdmissionController, now: UInt64) -> [UInt8] {
+        waitingRoomDepth.record(Int(admission.waitingRoomDepth(now: now)))
+        if let global = admission.global { globalTokens.record(Int(global.available(now: now))) }
+        overloaded.record(admission.isOverloaded ? 1 : 0)
+        for client in admission.clients {
+            let gauges = clientGauges.withLock { table in
+                if let g = table[client.name] { return g }
+                let g = (
+                    Gauge(label: "raffled_bucket_tokens", dimensions: [("bucket", client.name)], factory: factory),
+                    Gauge(label: "raffled_client_throttled_batches", dimensions: [("client", client.name)], factory: factory)
+                )
+                table[client.name] = g
+                return g
+            }
+            gauges.tokens.record(Int(client.bucket.available(now: now)))
+            gauges.throttled.record(Int(client.throttled.load(ordering: .relaxed)))
+        }
+        return render(stats: stats)
     }
 
     /// The Prometheus text exposition, with ledger-derived values refreshed first.

@@ -1,4 +1,5 @@
 import NIOCore
+import RaffleAdmission
 import RaffleWire
 
 /// What a request stream is for, decided when its headers are complete.
@@ -74,6 +75,10 @@ struct StreamState {
     var status = 200
     var bodyKind = BodyKind.frames
     var retryAfterMilliseconds: UInt32?
+    /// The client the request's `authorization` names (nil: anonymous).
+    var client: Int?
+    /// For a 429: the policy that refused, for the `ratelimit-policy` / `ratelimit` headers.
+    var throttlePolicy: (name: String, limit: RateLimit, remaining: UInt64)?
     var headersSubmitted = false
     var deferred = false
     /// No more request bytes will come (END_STREAM seen).
@@ -115,6 +120,8 @@ struct StreamState {
         status = 200
         bodyKind = .frames
         retryAfterMilliseconds = nil
+        client = nil
+        throttlePolicy = nil
         headersSubmitted = false
         deferred = false
         requestEnded = false

@@ -6,6 +6,7 @@ import Darwin
 #endif
 import Logging
 import Foundation
+import RaffleAdmission
 import RaffleCore
 import RaffleServer
 import RaffleStorage
@@ -44,6 +45,15 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most concurrent HTTP/2 streams per connection.") var maxStreams: UInt32 = 256
     @Option(help: "Close idle connections after this many seconds.") var idleTimeout = 60
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+    @Option(help: "JSON limits file: global and anonymous limits, request cost, API-key clients (see README).")
+    var limits: String?
+    @Option(help: "Server-wide admission rate, entries/s (default 5,000,000; 0 turns the global bucket off).")
+    var globalRate: UInt64?
+    @Option(help: "Server-wide burst, entries (default twice the rate).") var globalBurst: UInt64?
+    @Option(help: "Per-connection rate for requests without a known API key, entries/s (default 20,000).")
+    var anonymousRate: UInt64?
+    @Option(help: "Per-connection burst for requests without a known API key (default twice the rate).")
+    var anonymousBurst: UInt64?
 
     enum DurabilityOption: String, ExpressibleByArgument, CaseIterable {
         case fsync, none
@@ -76,6 +86,29 @@ struct Serve: AsyncParsableCommand {
         config.segmentBytes = segmentMb << 20
         config.http2.maxConcurrentStreams = maxStreams
         config.idleTimeoutMilliseconds = Int64(idleTimeout) * 1_000
+        do {
+            if let limits { config.admission = try AdmissionConfiguration.load(path: limits) }
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        }
+        if let rate = globalRate {
+            config.admission.global = rate == 0 ? nil : RateLimit(ratePerSecond: rate, burst: globalBurst ?? rate * 2)
+        } else if let burst = globalBurst, let global = config.admission.global {
+            config.admission.global = RateLimit(ratePerSecond: global.ratePerSecond, burst: burst)
+        }
+        if anonymousRate != nil || anonymousBurst != nil {
+            let rate = anonymousRate ?? config.admission.anonymous.ratePerSecond
+            config.admission.anonymous = RateLimit(ratePerSecond: rate, burst: anonymousBurst ?? rate * 2)
+        }
+        let keyed = config.admission.clients.map(\.name).joined(separator: ", ")
+        logger.info(
+            "admission",
+            metadata: [
+                "global": "\(config.admission.global.map { "\($0.ratePerSecond)/s burst \($0.burst)" } ?? "off")",
+                "anonymous": "\(config.admission.anonymous.ratePerSecond)/s burst \(config.admission.anonymous.burst) per connection",
+                "clients": "\(keyed.isEmpty ? "none" : keyed)",
+            ])
 
         let server: RaffleServer
         do {
@@ -85,10 +118,15 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let hostForURL = host.contains(":") ? "[\(host)]" : host
-        say("raffled listening on http://\(hostForURL):\(server.port) (h2c), data in \(data), durability \(config.durability.rawValue)\(config.durability == .none ? " — EXPERIMENTS ONLY: acknowledged entries may be lost" : "")")
-        say("try: curl --http2-prior-knowledge http://\(hostForURL):\(server.port)/healthz")
+        let durabilityNote = config.durability == .none ? " — EXPERIMENTS ONLY: acknowledged entries may be lost" : ""
+        let lines = [
+            "raffled listening on http://\(hostForURL):\(server.port) (h2c), data in \(data), durability \(config.durability.rawValue)\(durabilityNote)",
+            "try: curl --http2-prior-knowledge http://\(hostForURL):\(server.port)/healthz",
+        ]
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: RaffleService(server: server))], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(
+                services: [.init(service: RaffleService(server: server, onRunning: { lines.forEach(say) }))],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOEmbedded
+import RaffleAdmission
 @testable import RaffleHTTP2
 import RaffleLedger
 import RaffleCore
@@ -29,8 +30,11 @@ struct HandlerTests {
             ledger = try LocalLedger(directory: dir.path, segmentBytes: segmentBytes, startLog: startLog)
             let metrics = ServerMetrics(durability: "fsync")
             server = EmbeddedChannel()
-            loop = LoopContext(eventLoop: server.embeddedEventLoop, ledger: ledger, configuration: config, metrics: metrics, slotCount: 4)
-            let admin = AdminAPI(ledger: ledger, metrics: metrics, durability: .fsync, now: { Int64(Date().timeIntervalSince1970 * 1000) })
+            let admission = AdmissionController(config.admission)
+            loop = LoopContext(
+                eventLoop: server.embeddedEventLoop, ledger: ledger, admission: admission, configuration: config, metrics: metrics, slotCount: 4)
+            let admin = AdminAPI(
+                ledger: ledger, admission: admission, metrics: metrics, durability: .fsync, now: { Int64(Date().timeIntervalSince1970 * 1000) })
             try server.pipeline.syncOperations.addHandler(H2ServerConnection(loop: loop, admin: admin, logger: Logger(label: "test")))
             client = EmbeddedChannel()
             try client.pipeline.syncOperations.addHandler(clientHandler)
