@@ -31,6 +31,7 @@ let package = Package(
         .library(name: "RaffleWireNIO", targets: ["RaffleWireNIO"]),
         .library(name: "RaffleServer", targets: ["RaffleServer"]),
         .library(name: "RaffleHTTP2", targets: ["RaffleHTTP2"]),
+        .library(name: "RaffleAdmission", targets: ["RaffleAdmission"]),
         .executable(name: "raffled", targets: ["raffled"]),
     ],
     dependencies: [
