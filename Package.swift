@@ -32,6 +32,7 @@ let package = Package(
         .library(name: "RaffleServer", targets: ["RaffleServer"]),
         .library(name: "RaffleHTTP2", targets: ["RaffleHTTP2"]),
         .library(name: "RaffleAdmission", targets: ["RaffleAdmission"]),
+        .library(name: "RaffleClient", targets: ["RaffleClient", "RaffleClientHTTP2"]),
         .executable(name: "raffled", targets: ["raffled"]),
     ],
     dependencies: [
@@ -129,6 +130,31 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // The client library: batching, retries, admin calls (no NIO), and its HTTP/2 transport.
+        .target(
+            name: "RaffleClient",
+            dependencies: ["RaffleWire", "RaffleCore"],
+            path: "Clients/Swift/RaffleClient",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RaffleClientHTTP2",
+            dependencies: [
+                "RaffleClient", "RaffleHTTP2", "RaffleWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Clients/Swift/RaffleClientHTTP2",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RaffleClientTests",
+            dependencies: [
+                "RaffleClient", "RaffleClientHTTP2", "RaffleServer", "RaffleAdmission", "RaffleWire", "RaffleCore",
+                "RaffleTestSupport", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

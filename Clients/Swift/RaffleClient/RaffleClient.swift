@@ -1,0 +1,228 @@
+import Foundation
+public import RaffleCore
+public import RaffleWire
+import Synchronization
+
+/// Settings of a `RaffleClient`. Every field has a documented default.
+public struct RaffleClientConfiguration: Sendable {
+    /// Sent as `authorization: Bearer <key>`; nil: the anonymous class. Default nil.
+    public var apiKey: String?
+    /// Delays between retries of failures that carry no retry-after. Default `Backoff.defaults`
+    /// (full jitter, base 50 ms, cap 10 s).
+    public var backoff = Backoff.defaults
+    /// How long one call may take, retries included. Default 30 s.
+    public var deadline: Duration = .seconds(30)
+    /// Time allowed for one attempt before it counts as timed out. Default 10 s.
+    public var attemptTimeout: Duration = .seconds(10)
+    /// Share of requests that may be retried, and retries always allowed per second. Defaults 0.2, 10.
+    public var retryRatio = 0.2
+    public var minimumRetriesPerSecond = 10.0
+    /// Most jitter added on top of a server's retry-after: this share of it, at most `maxRetryAfterJitter`.
+    /// Defaults 10 % and 100 ms — a server-given slot is kept, with only a little spread inside it.
+    public var retryAfterJitterShare = 0.1
+    public var maxRetryAfterJitter: Duration = .milliseconds(100)
+    /// Coalescing of `enter(…)` calls: batches of at most `maxBatchEntries` (default 1,000), sent at
+    /// the latest `maxLinger` after the first entry arrived (default 5 ms).
+    public var maxBatchEntries = 1_000
+    public var maxLinger: Duration = .milliseconds(5)
+    /// Batches in flight on one bulk stream (`BulkStream`). Default 8.
+    public var streamWindow = 8
+
+    /// The defaults.
+    public init(apiKey: String? = nil) { self.apiKey = apiKey }
+}
+
+/// The raffled client: submit entries, with batching, retries that are kind to a struggling server,
+/// and the admin calls. Safe to share between tasks.
+///
+/// ```swift
+/// let client = try RaffleClient(transport: HTTP2Transport(host: "raffle.example", port: 8080))
+/// let outcome = try await client.enter(user: 42, raffle: 7)        // coalesced with other callers
+/// switch outcome {
+/// case .accepted, .alreadyEntered: showTicket()                    // both mean "you're in"
+/// default: showClosed(outcome)
+/// }
+/// ```
+///
+/// Retrying is always safe: the server keeps one entry per user per raffle, so an entry stored by an
+/// earlier attempt whose ack was lost comes back `already_entered` on the retry. Treat `accepted`
+/// and `already_entered` alike as "entered".
+public final class RaffleClient: Sendable {
+    /// The transport.
+    public let transport: any RaffleTransport
+    /// The settings.
+    public let configuration: RaffleClientConfiguration
+    let budget: RetryBudget
+    private let nextRequestID = Atomic<UInt64>(1)
+    private let attempts = Atomic<UInt64>(0)
+    private let random = Mutex(SystemRandomNumberGenerator())
+    private let batcher: Batcher
+
+    /// Creates a client.
+    public init(transport: any RaffleTransport, configuration: RaffleClientConfiguration = .init()) {
+        self.transport = transport
+        self.configuration = configuration
+        budget = RetryBudget(ratio: configuration.retryRatio, minimumPerSecond: configuration.minimumRetriesPerSecond)
+        batcher = Batcher(maxEntries: max(configuration.maxBatchEntries, 1), linger: configuration.maxLinger)
+    }
+
+    /// Attempts made so far (first tries and retries), for callers who watch their retry rate.
+    public var attemptCount: UInt64 { attempts.load(ordering: .relaxed) }
+
+    /// A fresh request id.
+    func requestID() -> UInt64 { nextRequestID.add(1, ordering: .relaxed).oldValue }
+
+    // MARK: - Entries
+
+    /// Enters one user; concurrent calls are coalesced into batches (see `maxBatchEntries`,
+    /// `maxLinger`), each caller getting its own outcome.
+    public func enter(user: UInt64, tickets: UInt32 = 1, raffle: UInt64) async throws -> EntryOutcome {
+        try await batcher.enqueue(Entry(userID: user, tickets: tickets), raffle: raffle, client: self)
+    }
+
+    /// Submits `entries` as one batch and returns one outcome per entry, retrying throttling (after
+    /// the server's retry-after), lost connections, timeouts and `0x02xx` errors with backoff, within
+    /// the deadline and the retry budget. Invalid requests and other errors fail at once with the
+    /// server's code and message.
+    /// - Throws: `RaffleClientError`.
+    public func submit(_ entries: [Entry], to raffle: UInt64) async throws -> [EntryOutcome] {
+        guard !entries.isEmpty else { throw RaffleClientError(.invalidRequest, "a batch needs at least one entry") }
+        let id = requestID()
+        let frame: [UInt8]
+        do { frame = try FrameEncoder.encode(Frame(requestID: id, body: .entryBatch(raffleID: raffle, entries: entries))) } catch {
+            throw RaffleClientError(.invalidRequest, "cannot encode the batch: \(error)")
+        }
+        return try await withRetries { () async throws(RaffleClientError) -> Attempt<[EntryOutcome]> in
+            let reply: FramesReply
+            do { reply = try await self.transport.send(frames: frame, authorization: self.authorization) } catch let e as RaffleClientError {
+                return .failed(e)
+            } catch {
+                return .failed(RaffleClientError(.connectionFailed, "\(error)"))
+            }
+            return Self.interpret(reply, requestID: id, count: entries.count)
+        }
+    }
+
+    /// Reads the first reply frame of an entries request.
+    static func interpret(_ reply: FramesReply, requestID: UInt64, count: Int) -> Attempt<[EntryOutcome]> {
+        let frames: [Frame]
+        do { frames = try decodeAll(reply.body) } catch {
+            return .failed(RaffleClientError(.invalidResponse, "unreadable reply (HTTP \(reply.status)): \(error)"))
+        }
+        guard let first = frames.first else {
+            return .failed(RaffleClientError(.invalidResponse, "empty reply (HTTP \(reply.status))"))
+        }
+        switch first.body {
+        case .batchAck(_, let outcomes) where outcomes.count == count:
+            return .done(outcomes)
+        case .batchAck(_, let outcomes):
+            return .failed(RaffleClientError(.invalidResponse, "ack has \(outcomes.count) outcomes for \(count) entries"))
+        case .throttled(let ms, let reason):
+            return .throttled(milliseconds: ms, reason: reason)
+        case .error(let code, let message):
+            return .failed(RaffleClientError(.server(code), "\(code): \(message)"))
+        default:
+            return .failed(RaffleClientError(.invalidResponse, "unexpected reply frame \(first.type)"))
+        }
+    }
+
+    static func decodeAll(_ bytes: [UInt8]) throws -> [Frame] {
+        var frames: [Frame] = []
+        var offset = 0
+        let decoder = FrameDecoder(receiver: .client)
+        while offset < bytes.count {
+            let next: (Frame, Int)? = try bytes.withUnsafeBytes { raw throws(ProtocolError) in
+                guard let view = try decoder.decode(UnsafeRawBufferPointer(rebasing: raw[offset...]), endOfInput: true) else { return nil }
+                return (Frame(view), view.frameLength)
+            }
+            guard let (frame, length) = next else { break }
+            frames.append(frame)
+            offset += length
+        }
+        return frames
+    }
+
+    var authorization: String? { configuration.apiKey.map { "Bearer " + $0 } }
+
+    // MARK: - Retries
+
+    /// One attempt's result.
+    enum Attempt<T: Sendable>: Sendable {
+        case done(T)
+        case throttled(milliseconds: UInt32, reason: ThrottleReason)
+        case failed(RaffleClientError)
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, the deadline passes or the budget is spent.
+    func withRetries<T: Sendable>(_ attempt: @escaping @Sendable () async throws(RaffleClientError) -> Attempt<T>) async throws(RaffleClientError) -> T {
+        let clock = ContinuousClock()
+        let deadline = clock.now + configuration.deadline
+        var backoff = configuration.backoff.makeIterator()
+        budget.deposit()
+        var first = true
+        while true {
+            if !first {
+                guard budget.withdraw(now: clock.now) else {
+                    throw RaffleClientError(.retryBudgetExhausted, "retry budget exhausted: the server is failing; not retrying")
+                }
+            }
+            first = false
+            attempts.add(1, ordering: .relaxed)
+            let result: Attempt<T>
+            do { result = try await withTimeout(configuration.attemptTimeout) { () async throws(RaffleClientError) in try await attempt() } } catch {
+                result = .failed(error)
+            }
+            let delay: Duration
+            let lastFailure: String
+            switch result {
+            case .done(let value):
+                return value
+            case .throttled(let ms, let reason):
+                delay = retryAfterDelay(ms)
+                lastFailure = "throttled (\(reason)) for \(ms) ms"
+            case .failed(let error):
+                guard error.isRetryable else { throw error }
+                delay = random.withLock { rng in backoff.next(using: &rng) }
+                lastFailure = error.description
+            }
+            if clock.now + delay > deadline {
+                throw RaffleClientError(
+                    .deadlineExceeded, "gave up after \(configuration.deadline): the next retry would pass the deadline",
+                    underlying: lastFailure)
+            }
+            try? await Task.sleep(for: delay)
+            if Task.isCancelled { throw RaffleClientError(.deadlineExceeded, "cancelled", underlying: lastFailure) }
+        }
+    }
+
+    /// The server's retry-after is a floor; add only a little jitter inside the slot.
+    func retryAfterDelay(_ ms: UInt32) -> Duration {
+        let floor = Duration.milliseconds(Int64(ms))
+        let share = Int64(Double(floor.nanoseconds) * configuration.retryAfterJitterShare)
+        let bound = min(share, configuration.maxRetryAfterJitter.nanoseconds)
+        let jitter = bound > 0 ? random.withLock { Int64.random(in: 0...bound, using: &$0) } : 0
+        return floor + .nanoseconds(jitter)
+    }
+
+    private func withTimeout<T: Sendable>(_ timeout: Duration, _ body: @Sendable @escaping () async throws(RaffleClientError) -> T) async throws(RaffleClientError) -> T {
+        let result: Result<T, RaffleClientError> = await withTaskGroup(of: Result<T, RaffleClientError>?.self) { group in
+            group.addTask {
+                do throws(RaffleClientError) { return .success(try await body()) } catch { return .failure(error) }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return Task.isCancelled ? nil : .failure(RaffleClientError(.timedOut, "no answer within \(timeout)"))
+            }
+            var outcome: Result<T, RaffleClientError> = .failure(RaffleClientError(.timedOut, "no answer within \(timeout)"))
+            for await next in group {
+                if let next {
+                    outcome = next
+                    break
+                }
+            }
+            group.cancelAll()
+            return outcome
+        }
+        return try result.get()
+    }
+}

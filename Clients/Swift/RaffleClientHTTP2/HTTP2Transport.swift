@@ -1,0 +1,108 @@
+public import NIOCore
+import NIOPosix
+public import RaffleClient
+import RaffleHTTP2
+import RaffleWire
+import Synchronization
+
+/// `RaffleTransport` over HTTP/2 (h2c, prior knowledge) with SwiftNIO and libnghttp2 — the same glue
+/// the server uses. One connection, many multiplexed streams; after a failure the next call
+/// reconnects.
+public final class HTTP2Transport: RaffleTransport {
+    private let host: String
+    private let port: Int
+    private let group: any EventLoopGroup
+    private let connection = Mutex<HTTP2Client?>(nil)
+
+    /// A transport to `host:port`; connections are made on first use on `group` (default: NIO's
+    /// shared singleton group).
+    public init(host: String, port: Int, group: (any EventLoopGroup)? = nil) {
+        self.host = host
+        self.port = port
+        self.group = group ?? MultiThreadedEventLoopGroup.singleton
+    }
+
+    private func client() async throws -> HTTP2Client {
+        if let existing = connection.withLock({ $0 }) { return existing }
+        let fresh: HTTP2Client
+        do { fresh = try await HTTP2Client.connect(host: host, port: port, group: group) } catch {
+            throw RaffleClientError(.connectionFailed, "cannot connect to \(host):\(port): \(error)")
+        }
+        let (kept, extra) = connection.withLock { current -> (HTTP2Client, HTTP2Client?) in
+            if let current { return (current, fresh) }
+            current = fresh
+            return (fresh, nil)
+        }
+        if let extra { await extra.close() }
+        return kept
+    }
+
+    private func forget(_ failed: HTTP2Client) async {
+        let dropped = connection.withLock { current -> Bool in
+            guard current === failed else { return false }
+            current = nil
+            return true
+        }
+        if dropped { await failed.close() }
+    }
+
+    private func request(method: String, path: String, headers: [(String, String)], body: [UInt8]?) async throws -> HTTP2Response {
+        let c = try await client()
+        do {
+            return try await c.request(method: method, path: path, headers: headers, body: body)
+        } catch {
+            await forget(c)
+            throw RaffleClientError(.connectionFailed, "request to \(host):\(port) failed: \(error)")
+        }
+    }
+
+    public func send(frames: [UInt8], authorization: String?) async throws -> FramesReply {
+        var headers = [("content-type", Wire.contentType)]
+        if let authorization { headers.append(("authorization", authorization)) }
+        let r = try await request(method: "POST", path: Wire.entriesPath, headers: headers, body: frames)
+        return FramesReply(status: r.status, body: Array(r.body.readableBytesView))
+    }
+
+    public func admin(method: String, path: String, body: [UInt8]?, authorization: String?) async throws -> AdminReply {
+        var headers: [(String, String)] = body == nil ? [] : [("content-type", "application/json")]
+        if let authorization { headers.append(("authorization", authorization)) }
+        let r = try await request(method: method, path: path, headers: headers, body: body)
+        return AdminReply(status: r.status, body: Array(r.body.readableBytesView))
+    }
+
+    public func openStream(authorization: String?) async throws -> any FrameStream {
+        var headers = [("content-type", Wire.contentType)]
+        if let authorization { headers.append(("authorization", authorization)) }
+        let c = try await client()
+        do {
+            return HTTP2FrameStream(handle: try await c.openStream(path: Wire.entriesPath, headers: headers))
+        } catch {
+            await forget(c)
+            throw RaffleClientError(.connectionFailed, "cannot open a stream to \(host):\(port): \(error)")
+        }
+    }
+
+    public func close() async {
+        if let c = connection.withLock({ current -> HTTP2Client? in defer { current = nil }; return current }) { await c.close() }
+    }
+}
+
+struct HTTP2FrameStream: FrameStream {
+    let handle: HTTP2StreamHandle
+    let replies: AsyncStream<[UInt8]>
+
+    init(handle: HTTP2StreamHandle) {
+        self.handle = handle
+        let chunks = handle.chunks
+        replies = AsyncStream { continuation in
+            let task = Task {
+                for await chunk in chunks { continuation.yield(Array(chunk.readableBytesView)) }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    func write(_ frames: [UInt8]) { handle.write(frames) }
+    func finish() { handle.write([], end: true) }
+}
