@@ -57,3 +57,26 @@ public struct Frame: Hashable, Sendable {
         self.init(requestID: view.header.requestID, flags: view.header.flags, body: body)
     }
 }
+
+extension FrameDecoder {
+    /// Decodes every whole frame in `bytes` (a reply body) into owned frames, treating the end of
+    /// `bytes` as the end of input (a partial frame at the end is `TRUNCATED_FRAME`).
+    public func decodeAll(_ bytes: [UInt8]) throws(ProtocolError) -> [Frame] {
+        var frames: [Frame] = []
+        var offset = 0
+        while offset < bytes.count {
+            let next: Result<(Frame, Int)?, ProtocolError> = bytes.withUnsafeBytes { raw in
+                do throws(ProtocolError) {
+                    guard let view = try decode(UnsafeRawBufferPointer(rebasing: raw[offset...]), endOfInput: true) else { return .success(nil) }
+                    return .success((Frame(view), view.frameLength))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            guard let (frame, length) = try next.get() else { break }
+            frames.append(frame)
+            offset += length
+        }
+        return frames
+    }
+}

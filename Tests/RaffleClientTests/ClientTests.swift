@@ -132,7 +132,7 @@ struct ClientEndToEndTests {
 
     @Test func aServerThatIsDownGivesAClearErrorAfterTheDeadline() async throws {
         var config = RaffleClientConfiguration()
-        config.deadline = .milliseconds(400)
+        config.deadline = .seconds(2)  // room for several refused connects on a busy machine
         config.backoff = Backoff(base: .milliseconds(20), cap: .milliseconds(100))
         let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: 1), configuration: config)
         let start = ContinuousClock.now
@@ -143,7 +143,7 @@ struct ClientEndToEndTests {
             #expect(error.kind == .deadlineExceeded || error.kind == .retryBudgetExhausted)
             #expect(error.underlying?.contains("cannot connect") == true, "\(error)")
         }
-        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(ContinuousClock.now - start < .seconds(6), "gives up near the deadline, not long after")
         #expect(client.attemptCount > 1, "it retried before giving up")
     }
 }

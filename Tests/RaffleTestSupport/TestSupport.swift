@@ -25,19 +25,7 @@ public func batchFrame(raffle: UInt64, users: some Sequence<UInt64>, requestID: 
 
 /// Decodes every frame in `bytes` (as a client receives them).
 public func decodeFrames(_ bytes: [UInt8]) throws -> [Frame] {
-    var frames: [Frame] = []
-    var offset = 0
-    let decoder = FrameDecoder(receiver: .client)
-    while offset < bytes.count {
-        let next: (Frame, Int)? = try bytes.withUnsafeBytes { raw throws(ProtocolError) in
-            guard let view = try decoder.decode(UnsafeRawBufferPointer(rebasing: raw[offset...]), endOfInput: true) else { return nil }
-            return (Frame(view), view.frameLength)
-        }
-        guard let (frame, length) = next else { break }
-        frames.append(frame)
-        offset += length
-    }
-    return frames
+    try FrameDecoder(receiver: .client).decodeAll(bytes)
 }
 
 /// A seeded, reproducible generator (SplitMix64).

@@ -106,7 +106,7 @@ public final class RaffleClient: Sendable {
     /// Reads the first reply frame of an entries request.
     static func interpret(_ reply: FramesReply, requestID: UInt64, count: Int) -> Attempt<[EntryOutcome]> {
         let frames: [Frame]
-        do { frames = try decodeAll(reply.body) } catch {
+        do { frames = try FrameDecoder(receiver: .client).decodeAll(reply.body) } catch {
             return .failed(RaffleClientError(.invalidResponse, "unreadable reply (HTTP \(reply.status)): \(error)"))
         }
         guard let first = frames.first else {
@@ -124,22 +124,6 @@ public final class RaffleClient: Sendable {
         default:
             return .failed(RaffleClientError(.invalidResponse, "unexpected reply frame \(first.type)"))
         }
-    }
-
-    static func decodeAll(_ bytes: [UInt8]) throws -> [Frame] {
-        var frames: [Frame] = []
-        var offset = 0
-        let decoder = FrameDecoder(receiver: .client)
-        while offset < bytes.count {
-            let next: (Frame, Int)? = try bytes.withUnsafeBytes { raw throws(ProtocolError) in
-                guard let view = try decoder.decode(UnsafeRawBufferPointer(rebasing: raw[offset...]), endOfInput: true) else { return nil }
-                return (Frame(view), view.frameLength)
-            }
-            guard let (frame, length) = next else { break }
-            frames.append(frame)
-            offset += length
-        }
-        return frames
     }
 
     var authorization: String? { configuration.apiKey.map { "Bearer " + $0 } }
@@ -160,10 +144,12 @@ public final class RaffleClient: Sendable {
         var backoff = configuration.backoff.makeIterator()
         budget.deposit()
         var first = true
+        var previousFailure: String?
         while true {
             if !first {
                 guard budget.withdraw(now: clock.now) else {
-                    throw RaffleClientError(.retryBudgetExhausted, "retry budget exhausted: the server is failing; not retrying")
+                    throw RaffleClientError(
+                        .retryBudgetExhausted, "retry budget exhausted: the server is failing; not retrying", underlying: previousFailure)
                 }
             }
             first = false
@@ -185,6 +171,7 @@ public final class RaffleClient: Sendable {
                 delay = random.withLock { rng in backoff.next(using: &rng) }
                 lastFailure = error.description
             }
+            previousFailure = lastFailure
             if clock.now + delay > deadline {
                 throw RaffleClientError(
                     .deadlineExceeded, "gave up after \(configuration.deadline): the next retry would pass the deadline",
