@@ -307,7 +307,16 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         let n = min(available, buffer.count)
         e.request.withUnsafeBytes { src in buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[e.sent..<(e.sent + n)])) }
         exchanges[stream]?.sent += n
-        if e.requestEnded && e.sent + n == e.request.count { endOfBody = true }
+        if e.sent + n == e.request.count {
+            if e.requestEnded {
+                endOfBody = true
+            } else {
+                // A long-lived stream: everything written so far is sent; start the buffer over so it
+                // holds only unsent bytes (bounded by what the caller has in flight).
+                exchanges[stream]?.request.removeAll(keepingCapacity: true)
+                exchanges[stream]?.sent = 0
+            }
+        }
         return n
     }
 

@@ -62,12 +62,19 @@ extension FrameDecoder {
     /// Decodes every whole frame in `bytes` (a reply body) into owned frames, treating the end of
     /// `bytes` as the end of input (a partial frame at the end is `TRUNCATED_FRAME`).
     public func decodeAll(_ bytes: [UInt8]) throws(ProtocolError) -> [Frame] {
+        try decodeFrames(bytes, endOfInput: true).frames
+    }
+
+    /// Decodes the whole frames at the start of `bytes` (a stream read so far) and says how many
+    /// bytes they took; the rest is an incomplete frame to keep until more arrives. With
+    /// `endOfInput`, an incomplete tail is an error (`TRUNCATED_FRAME`).
+    public func decodeFrames(_ bytes: [UInt8], endOfInput: Bool = false) throws(ProtocolError) -> (frames: [Frame], consumed: Int) {
         var frames: [Frame] = []
         var offset = 0
         while offset < bytes.count {
             let next: Result<(Frame, Int)?, ProtocolError> = bytes.withUnsafeBytes { raw in
                 do throws(ProtocolError) {
-                    guard let view = try decode(UnsafeRawBufferPointer(rebasing: raw[offset...]), endOfInput: true) else { return .success(nil) }
+                    guard let view = try decode(UnsafeRawBufferPointer(rebasing: raw[offset...]), endOfInput: endOfInput) else { return .success(nil) }
                     return .success((Frame(view), view.frameLength))
                 } catch {
                     return .failure(error)
@@ -77,6 +84,6 @@ extension FrameDecoder {
             frames.append(frame)
             offset += length
         }
-        return frames
+        return (frames, offset)
     }
 }

@@ -174,7 +174,7 @@ struct CrashRecoveryTests {
         }
         let (status, text) = try verify(file)
         #expect(status == 0, "\(text)")
-        #expect(text.contains("winners: match"))
+        #expect(text.contains("winners: matches"))
         // Drop one entry from the export: the hash (and likely the winners) no longer match.
         let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n")
         try (lines.dropLast().joined(separator: "\n") + "\n").write(toFile: dir.path + "/tampered.csv", atomically: true, encoding: .utf8)

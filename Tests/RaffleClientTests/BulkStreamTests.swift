@@ -1,0 +1,142 @@
+import Foundation
+import Logging
+import RaffleClient
+import RaffleClientHTTP2
+import RaffleCore
+import RaffleServer
+import RaffleTestSupport
+import RaffleWire
+import Synchronization
+import Testing
+
+@Suite("BulkStream against a real raffled on 127.0.0.1", .timeLimit(.minutes(1)))
+struct BulkStreamTests {
+    static func start(port: Int = 0, data: String) async throws -> RaffleServer {
+        var config = ServerConfiguration()
+        config.port = port
+        config.dataDirectory = data
+        config.eventLoops = 1
+        config.ingestBufferBytes = 1 << 20
+        var logger = Logger(label: "bulk-test")
+        logger.logLevel = .critical
+        return try await RaffleServer.start(configuration: config, logger: logger)
+    }
+
+    static func batch(_ k: Int, size: Int) -> [Entry] {
+        (0..<size).map { Entry(userID: UInt64(k * size + $0 + 1)) }
+    }
+
+    @Test func batchesShareOneStreamAndEachGetsItsOwnAck() async throws {
+        let dir = TempDir()
+        let s = try await Self.start(data: dir.path)
+        var config = RaffleClientConfiguration()
+        config.streamWindow = 3
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: config)
+        let raffle = try await client.createRaffle(title: "Bulk", duration: .seconds(600))
+        let stream = client.bulkStream(raffle: raffle.id)
+        // One at a time first.
+        #expect(try await stream.send(Self.batch(0, size: 10)) == Array(repeating: .accepted, count: 10))
+        #expect(try await stream.send(Self.batch(0, size: 10)) == Array(repeating: .alreadyEntered, count: 10))
+        // Then many at once: the window holds them back, each still gets its own outcomes.
+        let peak = Mutex(0)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for k in 1...30 {
+                try await stream.waitForWindow()
+                group.addTask {
+                    let outcomes = try await stream.send(Self.batch(k, size: 50))
+                    #expect(outcomes.count == 50 && outcomes.allSatisfy { $0 == .accepted })
+                }
+                let now = stream.inFlight
+                peak.withLock { $0 = max($0, now) }
+            }
+            try await group.waitForAll()
+        }
+        #expect(peak.withLock { $0 } <= 3, "never more than the window in flight")
+        #expect(stream.streamsOpened == 1, "one stream carried every batch")
+        #expect(try await client.raffle(raffle.id).entries == 10 + 30 * 50)
+        await stream.close()
+        do {
+            _ = try await stream.send(Self.batch(99, size: 1))
+            Issue.record("a closed stream takes no batches")
+        } catch {
+            #expect(error.kind == .invalidRequest)
+        }
+        await client.transport.close()
+        await s.shutdown()
+    }
+
+    @Test func nonRetryableErrorsFailOnlyTheirBatch() async throws {
+        let dir = TempDir()
+        let s = try await Self.start(data: dir.path)
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port))
+        let raffle = try await client.createRaffle(title: "Bulk", duration: .seconds(600))
+        let wrong = client.bulkStream(raffle: 424_242)
+        do {
+            _ = try await wrong.send(Self.batch(0, size: 3))
+            Issue.record("unknown raffle")
+        } catch {
+            #expect(error.kind == .server(.unknownRaffle))
+        }
+        await wrong.close()
+        let right = client.bulkStream(raffle: raffle.id)
+        #expect(try await right.send(Self.batch(0, size: 3)).allSatisfy { $0 == .accepted })
+        await right.close()
+        await client.transport.close()
+        await s.shutdown()
+    }
+
+    @Test func aServerRestartedMidStreamLosesAndDoublesNothing() async throws {
+        let dir = TempDir()
+        let first = try await Self.start(data: dir.path)
+        let port = first.port
+        let server = Mutex<RaffleServer?>(first)
+        var config = RaffleClientConfiguration()
+        config.streamWindow = 4
+        config.backoff = Backoff(base: .milliseconds(20), cap: .milliseconds(200))
+        config.deadline = .seconds(20)
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: port), configuration: config)
+        let raffle = try await client.createRaffle(title: "Restart", duration: .seconds(600))
+        let stream = client.bulkStream(raffle: raffle.id)
+        let batches = 60, size = 100
+        let tally = Tally()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for k in 0..<batches {
+                try await stream.waitForWindow()
+                group.addTask {
+                    let outcomes = try await stream.send(Self.batch(k, size: size))
+                    tally.results.withLock { $0[k] = outcomes }
+                    tally.acked.add(1, ordering: .relaxed)
+                }
+                if k == batches / 3 {
+                    // Restart the server while batches are in flight on the stream.
+                    while tally.acked.load(ordering: .relaxed) < 5 { try await Task.sleep(for: .milliseconds(5)) }
+                    await first.shutdown(grace: .milliseconds(100))
+                    let second = try await Self.start(port: port, data: dir.path)
+                    server.withLock { $0 = second }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(stream.streamsOpened >= 2, "the stream was resumed on a new connection")
+        let all = tally.results.withLock { $0 }
+        #expect(all.count == batches, "every batch was answered")
+        for (k, outcomes) in all {
+            #expect(outcomes.count == size && outcomes.allSatisfy { $0 == .accepted || $0 == .alreadyEntered }, "batch \(k): \(outcomes)")
+        }
+        // Nothing lost, nothing doubled: exactly one entry per user survived the restart.
+        let info = try await client.raffle(raffle.id)
+        #expect(info.entries == UInt64(batches * size))
+        let export = try await client.export(raffle.id)
+        let users = export.split(separator: "\n").dropFirst().compactMap { UInt64($0.split(separator: ",").first ?? "") }
+        #expect(users.count == batches * size && Set(users).count == batches * size)
+        await stream.close()
+        await client.transport.close()
+        await server.withLock { $0 }?.shutdown()
+    }
+}
+
+/// Outcomes collected from many tasks.
+final class Tally: Sendable {
+    let results = Mutex<[Int: [EntryOutcome]]>([:])
+    let acked = Atomic<Int>(0)
+}
