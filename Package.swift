@@ -34,6 +34,7 @@ let package = Package(
         .library(name: "RaffleAdmission", targets: ["RaffleAdmission"]),
         .library(name: "RaffleClient", targets: ["RaffleClient", "RaffleClientHTTP2"]),
         .executable(name: "raffled", targets: ["raffled"]),
+        .executable(name: "raffle", targets: ["raffle"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -148,6 +149,16 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Clients/Swift/RaffleClientHTTP2",
+            swiftSettings: strict
+        ),
+        // The `raffle` command line, on top of the client library.
+        .executableTarget(
+            name: "raffle",
+            dependencies: [
+                "RaffleClient", "RaffleClientHTTP2", "RaffleCore", "RaffleWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Clients/Swift/raffle",
             swiftSettings: strict
         ),
         .testTarget(

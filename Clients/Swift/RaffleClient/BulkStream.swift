@@ -96,6 +96,7 @@ public final class BulkStream: Sendable {
     public func close() async {
         await core.drain()
         core.shut()
+        driver.cancel()  // ends a backoff sleep at once
         _ = await driver.value
     }
 
@@ -119,6 +120,8 @@ public final class BulkStream: Sendable {
             /// Batches answered (acked or failed for good), to tell a stream that made progress from one
             /// that ended at once.
             var answered = 0
+            /// Why the last stream could not be opened or ended, for deadline errors.
+            var lastFailure: String?
             var closed = false
         }
 
@@ -194,12 +197,16 @@ public final class BulkStream: Sendable {
         }
 
         func expire(id: UInt64, after deadline: Duration) {
-            finish(id: id, .failure(RaffleClientError(.deadlineExceeded, "batch \(id) not acknowledged within \(deadline)")))
+            let last = state.withLock { $0.lastFailure }
+            finish(id: id, .failure(RaffleClientError(.deadlineExceeded, "batch \(id) not acknowledged within \(deadline)", underlying: last)))
         }
 
-        /// Writes batch `id` again after `delay` (throttled or a retryable error), within the budget.
-        func resend(id: UInt64, after delay: Duration, because reason: String) {
-            guard client.budget.withdraw(now: .now) else {
+        /// Writes batch `id` again after `delay`. A retryable error spends the retry budget; a throttled
+        /// batch does not — the server chose the time, and going back then does not hammer it (the
+        /// deadline still bounds the wait).
+        func resend(id: UInt64, after delay: Duration, because reason: String, spendsBudget: Bool) {
+            state.withLock { $0.lastFailure = reason }
+            guard !spendsBudget || client.budget.withdraw(now: .now) else {
                 finish(id: id, .failure(RaffleClientError(.retryBudgetExhausted, "retry budget exhausted: not re-sending batch \(id)", underlying: reason)))
                 return
             }
@@ -250,6 +257,7 @@ public final class BulkStream: Sendable {
                 while hasWork && !Task.isCancelled {
                     let stream: any FrameStream
                     do { stream = try await client.transport.openStream(authorization: client.authorization) } catch {
+                        state.withLock { $0.lastFailure = "\(error)" }
                         try? await Task.sleep(for: backoff.next(using: &rng))
                         continue
                     }
@@ -267,7 +275,9 @@ public final class BulkStream: Sendable {
                     await read(stream)
                     let progressed = state.withLock { s -> Bool in
                         s.stream = nil
-                        return s.answered > answeredBefore
+                        let progressed = s.answered > answeredBefore
+                        if !progressed { s.lastFailure = "the stream ended before any batch on it was answered" }
+                        return progressed
                     }
                     // A stream that ended without answering anything (refused, reset): back off before
                     // the next one rather than spin.
@@ -312,7 +322,7 @@ public final class BulkStream: Sendable {
                     finish(id: id, .failure(RaffleClientError(.invalidResponse, "ack has \(outcomes.count) outcomes for \(count) entries")))
                 }
             case .throttled(let ms, let reason):
-                resend(id: id, after: client.retryAfterDelay(ms), because: "throttled (\(reason)) for \(ms) ms")
+                resend(id: id, after: client.retryAfterDelay(ms), because: "throttled (\(reason)) for \(ms) ms", spendsBudget: false)
             case .error(let code, let message):
                 let error = RaffleClientError(.server(code), "\(code): \(message)")
                 if code.isRetryable {
@@ -320,7 +330,7 @@ public final class BulkStream: Sendable {
                         var rng = SystemRandomNumberGenerator()
                         return s.pending[id]?.backoff.next(using: &rng)
                     }
-                    if let delay { resend(id: id, after: delay, because: error.description) }
+                    if let delay { resend(id: id, after: delay, because: error.description, spendsBudget: true) }
                 } else {
                     finish(id: id, .failure(error))
                 }

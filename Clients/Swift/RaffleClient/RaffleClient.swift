@@ -143,16 +143,15 @@ public final class RaffleClient: Sendable {
         let deadline = clock.now + configuration.deadline
         var backoff = configuration.backoff.makeIterator()
         budget.deposit()
-        var first = true
+        var spendsBudget = false
         var previousFailure: String?
         while true {
-            if !first {
+            if spendsBudget {
                 guard budget.withdraw(now: clock.now) else {
                     throw RaffleClientError(
                         .retryBudgetExhausted, "retry budget exhausted: the server is failing; not retrying", underlying: previousFailure)
                 }
             }
-            first = false
             attempts.add(1, ordering: .relaxed)
             let result: Attempt<T>
             do { result = try await withTimeout(configuration.attemptTimeout) { () async throws(RaffleClientError) in try await attempt() } } catch {
@@ -166,10 +165,12 @@ public final class RaffleClient: Sendable {
             case .throttled(let ms, let reason):
                 delay = retryAfterDelay(ms)
                 lastFailure = "throttled (\(reason)) for \(ms) ms"
+                spendsBudget = false  // the server chose when to come back: that does not hammer it
             case .failed(let error):
                 guard error.isRetryable else { throw error }
                 delay = random.withLock { rng in backoff.next(using: &rng) }
                 lastFailure = error.description
+                spendsBudget = true
             }
             previousFailure = lastFailure
             if clock.now + delay > deadline {

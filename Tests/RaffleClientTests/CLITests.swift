@@ -1,0 +1,161 @@
+import Foundation
+import Logging
+import RaffleCore
+import RaffleServer
+import RaffleTestSupport
+import Testing
+
+/// Runs the built `raffle` executable (it sits beside the test bundle) and collects its output.
+struct CLIRun {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+
+    static var executable: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("raffle")
+    }
+
+    static func raffle(_ arguments: [String], stdin: String? = nil) throws -> CLIRun {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        var input: Pipe?
+        if stdin != nil {
+            input = Pipe()
+            p.standardInput = input
+        }
+        try p.run()
+        if let stdin, let input {
+            input.fileHandleForWriting.write(Data(stdin.utf8))
+            try input.fileHandleForWriting.close()
+        }
+        // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
+        let errData = PipeData()
+        let reader = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
+        reader.start()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        while !errData.done { usleep(1_000) }
+        return CLIRun(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData.value, as: UTF8.self))
+    }
+}
+
+/// A Data handed from the stderr reader thread.
+///
+/// `@unchecked Sendable`: `value` is written once by the reader thread before `done` is set under the
+/// lock, and read only after `done` is seen under the same lock.
+final class PipeData: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _value = Data()
+    private var _done = false
+    func set(_ d: Data) { lock.withLock { _value = d; _done = true } }
+    var done: Bool { lock.withLock { _done } }
+    var value: Data { lock.withLock { _value } }
+}
+
+@Suite("The raffle command line against a real raffled on 127.0.0.1", .timeLimit(.minutes(1)))
+struct CLITests {
+    static func server(_ dir: TempDir) async throws -> RaffleServer {
+        var config = ServerConfiguration()
+        config.port = 0
+        config.dataDirectory = dir.path
+        config.eventLoops = 1
+        config.ingestBufferBytes = 1 << 20
+        var logger = Logger(label: "cli-test")
+        logger.logLevel = .critical
+        return try await RaffleServer.start(configuration: config, logger: logger)
+    }
+
+    @Test func createSubmitCloseDrawVerifyRoundTrip() async throws {
+        #expect(FileManager.default.isExecutableFile(atPath: CLIRun.executable.path), "build the raffle executable first")
+        let dir = TempDir()
+        let s = try await Self.server(dir)
+        let at = ["--server", "127.0.0.1:\(s.port)"]
+
+        let created = try CLIRun.raffle(["create"] + at + ["--title", "CLI drop", "--duration", "10m", "--winners", "3", "--json"])
+        #expect(created.status == 0, "\(created.stderr)")
+        let info = try JSONDecoder().decode(RaffleInfo.self, from: Data(created.stdout.utf8))
+        #expect(info.spec.title == "CLI drop" && info.spec.winners == 3)
+        let id = String(info.id)
+
+        // A CSV with a header, 2,500 users, one repeated: more than one batch on the stream.
+        var csv = "user_id,tickets\n"
+        for user in 1...2_500 { csv += "\(user),1\n" }
+        csv += "7,1\n"
+        let file = dir.path + "/entries.csv"
+        try csv.write(toFile: file, atomically: true, encoding: .utf8)
+        let submitted = try CLIRun.raffle(["submit"] + at + [id, file, "--batch", "400", "--window", "3"])
+        #expect(submitted.status == 0, "\(submitted.stderr)")
+        #expect(submitted.stdout.contains("submitted 2,501 entries"), "\(submitted.stdout)")
+        #expect(submitted.stdout.contains("accepted: 2,500") && submitted.stdout.contains("already_entered: 1"), "\(submitted.stdout)")
+
+        // NDJSON on stdin.
+        let piped = try CLIRun.raffle(["submit"] + at + [id, "-"], stdin: "{\"userId\": 9001, \"tickets\": 1}\n{\"user_id\": 9002}\n")
+        #expect(piped.status == 0, "\(piped.stderr)")
+        #expect(piped.stdout.contains("accepted: 2"), "\(piped.stdout)")
+
+        let listed = try CLIRun.raffle(["list"] + at)
+        #expect(listed.stdout.contains("2502 entries") && listed.stdout.contains("CLI drop"), "\(listed.stdout)")
+
+        let closed = try CLIRun.raffle(["close"] + at + [id, "--json"])
+        #expect(closed.status == 0, "\(closed.stderr)")
+        let drawn = try JSONDecoder().decode(RaffleInfo.self, from: Data(closed.stdout.utf8))
+        let draw = try #require(drawn.draw)
+        #expect(draw.winners.count == 3 && draw.entries == 2_502)
+        let winners = try CLIRun.raffle(["winners"] + at + [id])
+        #expect(winners.stdout.contains(draw.winners.map(String.init).joined(separator: ", ")), "\(winners.stdout)")
+        let again = try CLIRun.raffle(["draw"] + at + [id, "--json"])
+        #expect(try JSONDecoder().decode(RaffleInfo.self, from: Data(again.stdout.utf8)).draw == draw, "drawing twice gives the same draw")
+
+        // Verify against the server, then offline from an export file alone.
+        let online = try CLIRun.raffle(["verify"] + at + [id])
+        #expect(online.status == 0 && online.stdout.contains("verified"), "\(online.stdout)\(online.stderr)")
+        let exportFile = dir.path + "/export.csv"
+        let exported = try CLIRun.raffle(["export"] + at + [id, "--output", exportFile])
+        #expect(exported.status == 0, "\(exported.stderr)")
+        let offline = try CLIRun.raffle([
+            "verify", "--export", exportFile, "--seed", draw.seed, "--winners", "3", "--commitment", info.seedCommitment,
+            "--hash", draw.entryListHash, "--expect", draw.winners.map(String.init).joined(separator: ","),
+        ])
+        #expect(offline.status == 0 && offline.stdout.contains("verified"), "\(offline.stdout)\(offline.stderr)")
+        // A tampered export fails verification.
+        let lines = try String(contentsOfFile: exportFile, encoding: .utf8).split(separator: "\n")
+        try (lines.dropLast().joined(separator: "\n") + "\n").write(toFile: exportFile, atomically: true, encoding: .utf8)
+        let tampered = try CLIRun.raffle([
+            "verify", "--export", exportFile, "--seed", draw.seed, "--winners", "3", "--hash", draw.entryListHash,
+        ])
+        #expect(tampered.status == 1 && tampered.stdout.contains("DOES NOT MATCH"), "\(tampered.stdout)")
+        await s.shutdown()
+    }
+
+    @Test func badInputAndFailuresExitNonZeroWithAClearMessage() async throws {
+        let dir = TempDir()
+        let s = try await Self.server(dir)
+        let at = ["--server", "127.0.0.1:\(s.port)"]
+        let created = try CLIRun.raffle(["create"] + at + ["--title", "Bad", "--duration", "1h", "--json"])
+        let id = String(try JSONDecoder().decode(RaffleInfo.self, from: Data(created.stdout.utf8)).id)
+
+        // A bad line: the entries before it are submitted, the line is named, exit 1.
+        let file = dir.path + "/bad.csv"
+        try "1,1\n2,1\nnot-a-user\n3,1\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let bad = try CLIRun.raffle(["submit"] + at + [id, file])
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("line 3") && bad.stderr.contains("not-a-user"), "\(bad.stderr)")
+        #expect(bad.stdout.contains("accepted: 2"), "\(bad.stdout)")
+
+        let unknown = try CLIRun.raffle(["submit"] + at + ["424242", "-"], stdin: "5\n")
+        #expect(unknown.status == 1 && unknown.stderr.contains("UNKNOWN_RAFFLE"), "\(unknown.stderr)")
+        let missing = try CLIRun.raffle(["show"] + at + ["424242"])
+        #expect(missing.status != 0 && missing.stderr.contains("404"), "\(missing.stderr)")
+        let badServer = try CLIRun.raffle(["list", "--server", "nope"])
+        #expect(badServer.status != 0 && badServer.stderr.contains("HOST:PORT"), "\(badServer.stderr)")
+        let badDuration = try CLIRun.raffle(["create"] + at + ["--title", "x", "--duration", "soon"])
+        #expect(badDuration.status != 0 && badDuration.stderr.contains("--duration"), "\(badDuration.stderr)")
+        let noFile = try CLIRun.raffle(["submit"] + at + [id, dir.path + "/absent.csv"])
+        #expect(noFile.status != 0 && noFile.stderr.contains("cannot open"), "\(noFile.stderr)")
+        await s.shutdown()
+    }
+}
