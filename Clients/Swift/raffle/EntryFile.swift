@@ -105,15 +105,36 @@ struct EntryFile {
             }
             return Entry(userID: user, tickets: row.tickets ?? 1)
         case .csv:
-            let cells = bytes.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false)
-            let user = cells.first.flatMap { UInt64(String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespaces)) }
-            let tickets: UInt32? = cells.count > 1 ? UInt32(String(decoding: cells[1], as: UTF8.self).trimmingCharacters(in: .whitespaces)) : 1
-            guard let user, let tickets, cells.count <= 2 else {
+            let comma = bytes.firstIndex(of: UInt8(ascii: ","))
+            let user = Self.number(bytes[..<(comma ?? bytes.endIndex)])
+            let tickets = comma.map { Self.number(bytes[bytes.index(after: $0)...]) } ?? 1
+            guard let user, let tickets, tickets <= UInt64(UInt32.max) else {
                 if line == 1 { return nil }  // a header line
                 throw EntryFileError("line \(line): expected user_id[,tickets], got: \(Self.show(bytes))")
             }
-            return Entry(userID: user, tickets: tickets)
+            return Entry(userID: user, tickets: UInt32(tickets))
         }
+    }
+
+    /// A decimal number with optional surrounding spaces, or nil (empty, other characters, overflow).
+    /// Byte by byte: a million-line file spends its time here.
+    private static func number(_ cell: ArraySlice<UInt8>) -> UInt64? {
+        var value: UInt64 = 0
+        var digits = 0
+        var trailing = false
+        for b in cell {
+            if b == 0x20 || b == 0x09 {
+                if digits > 0 { trailing = true }
+                continue
+            }
+            guard !trailing, b >= 0x30, b <= 0x39 else { return nil }
+            let (times10, o1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, o2) = times10.addingReportingOverflow(UInt64(b - 0x30))
+            if o1 || o2 { return nil }
+            value = sum
+            digits += 1
+        }
+        return digits > 0 ? value : nil
     }
 
     private static func show(_ bytes: ArraySlice<UInt8>) -> String {
