@@ -1,4 +1,4 @@
-public import RaffleWire
+import RaffleWire
 
 /// Coalesces concurrent `enter` calls into batches per raffle: a batch goes out when it holds
 /// `maxEntries` entries or `linger` after its first entry, whichever is first; each caller gets the
@@ -30,7 +30,7 @@ actor Batcher {
                 let linger = self.linger
                 Task {
                     try? await Task.sleep(for: linger)
-                    await self.flushIfStill(raffle, generation: expected, client: client)
+                    self.flushIfStill(raffle, generation: expected, client: client)
                 }
             }
         }

@@ -1,5 +1,5 @@
 import Foundation
-public import RaffleCore
+import RaffleCore
 public import RaffleWire
 import Synchronization
 

@@ -1,0 +1,70 @@
+import Logging
+import RaffleAdmission
+@testable import RaffleClient
+import RaffleClientHTTP2
+import RaffleServer
+import RaffleTestSupport
+import RaffleWire
+import Testing
+
+@Suite("Retry policy: retry-after floor and the budget", .timeLimit(.minutes(1)))
+struct RetryPolicyTests {
+    @Test func retryAfterIsAFloorWithOnlyALittleJitterOnTop() {
+        var config = RaffleClientConfiguration()
+        config.retryAfterJitterShare = 0.1
+        config.maxRetryAfterJitter = .milliseconds(100)
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: 1), configuration: config)
+        for ms: UInt32 in [0, 1, 40, 250, 1_000, 5_000, 60_000] {
+            var seen = Set<Duration>()
+            for _ in 0..<200 {
+                let d = client.retryAfterDelay(ms)
+                let floor = Duration.milliseconds(Int64(ms))
+                let most = floor + min(floor * 0.1, .milliseconds(100))
+                #expect(d >= floor && d <= most, "\(ms) ms → \(d)")
+                seen.insert(d)
+            }
+            if ms >= 250 { #expect(seen.count > 10, "jitter spreads clients inside the slot (\(ms) ms)") }
+        }
+    }
+
+    @Test func anEmptyBudgetStopsRetriesAfterTheFirstFailure() async throws {
+        var config = RaffleClientConfiguration()
+        config.retryRatio = 0
+        config.minimumRetriesPerSecond = 0
+        config.deadline = .seconds(10)
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: 1), configuration: config)
+        do {
+            _ = try await client.submit([Entry(userID: 1)], to: 1)
+            Issue.record("nothing listens on port 1")
+        } catch let error as RaffleClientError {
+            #expect(error.kind == .retryBudgetExhausted, "\(error)")
+            #expect(error.underlying?.contains("cannot connect") == true, "names the last failure: \(error)")
+        }
+        #expect(client.attemptCount == 1, "no retry without budget")
+    }
+
+    @Test func throttledRetriesFollowTheServerAndDoNotSpendTheBudget() async throws {
+        let dir = TempDir()
+        var server = ServerConfiguration()
+        server.port = 0
+        server.dataDirectory = dir.path
+        server.eventLoops = 1
+        server.ingestBufferBytes = 1 << 20
+        server.admission.anonymous = RateLimit(ratePerSecond: 200, burst: 6)
+        var logger = Logger(label: "retry-test")
+        logger.logLevel = .critical
+        let s = try await RaffleServer.start(configuration: server, logger: logger)
+        var config = RaffleClientConfiguration()
+        config.retryRatio = 0
+        config.minimumRetriesPerSecond = 0
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: config)
+        let raffle = try await client.createRaffle(title: "Paced", duration: .seconds(600))
+        for k in UInt64(0)..<8 {
+            #expect(try await client.submit([Entry(userID: k * 2 + 1), Entry(userID: k * 2 + 2)], to: raffle.id) == [.accepted, .accepted])
+        }
+        #expect(client.attemptCount > 8, "some batches were throttled and went back later (\(client.attemptCount) attempts)")
+        #expect(try await client.raffle(raffle.id).entries == 16)
+        await client.transport.close()
+        await s.shutdown()
+    }
+}
