@@ -256,16 +256,13 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
 
     private func releaseStream(_ i: Int) {
         let id = streams[i].id
-        if streams[i].slot >= 0 {
-            loop.giveBack(streams[i].slot)
-            streams[i].slot = -1
-        }
+        streams[i].partial.drop(loop)
         if streams[i].unconsumed > 0 {
             session?.consume(stream: id, count: streams[i].unconsumed)
             streams[i].unconsumed = 0
         }
         streams[i].active = false
-        streams[i].out.clear()
+        streams[i].replies.out.clear()
         slotOfStream[id] = nil
         if lastStream.id == id { lastStream = (0, -1) }
         freeStreamSlots.append(i)
@@ -380,19 +377,14 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
             endOfBody = true
             return 0
         }
-        let available = streams[i].released - streams[i].out.readerIndex
+        let available = streams[i].replies.sendable
         if available > 0 {
             let n = min(available, buffer.count)
-            streams[i].out.withUnsafeReadableBytes { src in
+            streams[i].replies.out.withUnsafeReadableBytes { src in
                 buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[0..<n]))
             }
-            streams[i].out.moveReaderIndex(forwardBy: n)
-            if streams[i].out.readableBytes == 0 && !streams[i].hasUnreleased {
-                streams[i].out.clear()
-                streams[i].released = 0
-                streams[i].marks.removeAll(keepingCapacity: true)
-                streams[i].markHead = 0
-            }
+            streams[i].replies.out.moveReaderIndex(forwardBy: n)
+            streams[i].replies.compactIfSent()
             if streams[i].isDrained { endOfBody = true }
             return n
         }
@@ -424,48 +416,21 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
 
     // MARK: - Entry path
 
-    /// Decodes and admits whole frames from `bytes`, keeping a trailing partial frame in the
-    /// stream's ingest buffer.
+    /// Decodes and admits whole frames from `bytes`, keeping a trailing partial frame in an
+    /// ingest buffer (the shared entry path, `LoopContext.assemble`).
     private func ingest(_ i: Int, _ bytes: UnsafeRawBufferPointer) {
-        var rest = bytes
-        if streams[i].slotFill == 0 {
-            // Fast path: whole frames straight from nghttp2's buffer, no copy.
-            let used = processFrames(i, rest)
-            rest = UnsafeRawBufferPointer(rebasing: rest[used...])
-        }
-        if !rest.isEmpty && !streams[i].fatal {
-            if streams[i].slot < 0 {
-                guard let slot = loop.takeSlot() else {
-                    throttleForBuffers(i, partial: rest)
-                    consume(i, bytes.count)
-                    settle(i)
-                    return
-                }
-                streams[i].slot = slot
-            }
-            let memory = loop.memory(of: streams[i].slot)
-            let fill = streams[i].slotFill
-            guard fill + rest.count <= memory.count else {
-                // Cannot happen with the slot sized to the frame limit plus one DATA frame, but a
-                // peer must never make us write past the buffer.
+        if !streams[i].fatal {
+            var partial = streams[i].partial
+            let problem = loop.assemble(bytes, partial: &partial) { chunk in processFrames(i, chunk) }
+            streams[i].partial = partial
+            switch problem {
+            case nil:
+                break
+            case .noBuffer(let requestID):
+                throttleForBuffers(i, requestID: requestID)
+            case .overflow:
                 addError(i, ProtocolError(code: .frameTooLarge, message: "frame exceeds the ingest buffer"))
                 endFatally(i)
-                consume(i, bytes.count)
-                settle(i)
-                return
-            }
-            UnsafeMutableRawBufferPointer(rebasing: memory[fill..<(fill + rest.count)]).copyMemory(from: rest)
-            streams[i].slotFill = fill + rest.count
-            let used = processFrames(i, UnsafeRawBufferPointer(rebasing: memory[0..<streams[i].slotFill]))
-            let left = streams[i].slotFill - used
-            if left > 0 && used > 0, let base = memory.baseAddress {
-                (base).copyMemory(from: base + used, byteCount: left)
-            }
-            streams[i].slotFill = left
-            if left == 0 || streams[i].fatal {
-                streams[i].slotFill = 0
-                loop.giveBack(streams[i].slot)
-                streams[i].slot = -1
             }
         }
         consume(i, bytes.count)
@@ -475,7 +440,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     /// Reopens the flow-control window unless replies are piling up waiting for the log.
     private func consume(_ i: Int, _ count: Int) {
         streams[i].unconsumed += count
-        let pending = streams[i].out.writerIndex - streams[i].out.readerIndex
+        let pending = streams[i].replies.out.readableBytes
         if pending <= loop.configuration.maxPendingReplyBytesPerStream {
             session?.consume(stream: streams[i].id, count: streams[i].unconsumed)
             streams[i].unconsumed = 0
@@ -483,96 +448,41 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     }
 
     /// Processes the whole frames at the start of `bytes`; returns the bytes used.
-    private func processFrames(_ i: Int, _ bytes: UnsafeRawBufferPointer) -> Int {
-        var offset = 0
-        while offset < bytes.count && !streams[i].fatal {
-            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
-            do {
-                guard let frame = try loop.decoder.decode(rest) else { break }
-                handle(i, frame)
-                offset += frame.frameLength
-            } catch {
-                loop.metrics.frameErrors.increment()
-                addError(i, error)
-                if let skip = error.skippableLength {
-                    offset += skip
-                } else {
-                    endFatally(i)
-                    return bytes.count
-                }
-            }
+    private func processFrames(_ i: Int, _ bytes: UnsafeRawBufferPointer) -> (used: Int, fatal: Bool) {
+        let first = streams[i].replies.isPristine && !streams[i].headersSubmitted
+        let requester = Requester(client: streams[i].client, nowNanos: nowNanos, wallMilliseconds: nowWallMilliseconds)
+        let result = loop.processFrames(bytes, decoder: loop.decoder, requester: requester, anonymous: &anonymousBucket, replies: &streams[i].replies)
+        streams[i].framesSeen += result.frames
+        if first, let reply = result.first { noteFirstReply(i, reply) }
+        if result.fatal {
+            // `assemble` gives the ingest buffer back; the stream takes no more frames.
+            streams[i].fatal = true
+            streams[i].finished = true
         }
-        return offset
-    }
-
-    private func handle(_ i: Int, _ frame: FrameView) {
-        streams[i].framesSeen += 1
-        let requestID = frame.header.requestID
-        switch frame.payload {
-        case .entryBatch(let batch):
-            let n = batch.count
-            switch loop.admission.admit(client: streams[i].client, anonymous: &anonymousBucket, entries: n, now: nowNanos) {
-            case .admit:
-                break
-            case .throttle(let ms, let reason, let limit, let policy, let remaining):
-                noteFirstReply(i, status: 429, retryAfter: ms)
-                if streams[i].throttlePolicy == nil { streams[i].throttlePolicy = (policy, limit, remaining) }
-                loop.metrics.throttled(reason)
-                streams[i].out.writeRaffleFrame(
-                    Frame(requestID: requestID, flags: frame.header.flags.intersection(.checksum), body: .throttled(retryAfterMilliseconds: ms, reason: reason)))
-                mark(i, lsn: 0, requestID: requestID)
-                return
-            case .tooLarge(let cost, let limit, let policy):
-                addError(i, ProtocolError(
-                    code: .batchExceedsBurst,
-                    message: "this batch costs \(cost) (\(n) entries + \(loop.configuration.admission.requestCost) per request) but the \(policy) limit's burst is \(limit.burst): split it into smaller batches",
-                    requestID: requestID))
-                return
-            }
-            switch loop.ledger.admit(batch, now: nowWallMilliseconds, outcomes: loop.outcomes) {
-            case .processed(let accepted, let commit):
-                let outcomes = UnsafeBufferPointer(rebasing: loop.outcomes[0..<n])
-                var duplicates = 0
-                for outcome in outcomes where outcome == .alreadyEntered { duplicates &+= 1 }
-                loop.metrics.recordOutcomes(accepted: accepted, duplicates: duplicates, rejected: n - accepted - duplicates, bytes: frame.frameLength)
-                noteFirstReply(i, status: 200)
-                streams[i].out.writeBatchAck(requestID: requestID, raffleID: batch.raffleID, outcomes: outcomes, flags: frame.header.flags.intersection(.checksum))
-                mark(i, lsn: commit.lsn, requestID: requestID)
-            case .unknownRaffle:
-                addError(i, ProtocolError(code: .unknownRaffle, message: "raffle \(batch.raffleID) does not exist", requestID: requestID))
-            case .unavailable(let message):
-                addError(i, ProtocolError(code: .unavailable, message: message, requestID: requestID))
-            }
-        case .ping(let value):
-            noteFirstReply(i, status: 200)
-            streams[i].out.writeRaffleFrame(Frame(requestID: requestID, body: .pong(value)))
-            mark(i, lsn: 0, requestID: requestID)
-        default:
-            // The decoder (receiver: .server) refuses every other type.
-            addError(i, ProtocolError(code: .unexpectedFrameType, message: "unexpected frame", requestID: requestID))
-        }
+        return (result.used, result.fatal)
     }
 
     /// The stream's HTTP status follows its first reply (PROTOCOL.md §11).
-    private func noteFirstReply(_ i: Int, status: Int, retryAfter: UInt32? = nil) {
-        guard streams[i].marks.isEmpty && !streams[i].headersSubmitted && streams[i].out.writerIndex == 0 else { return }
-        streams[i].status = status
-        streams[i].retryAfterMilliseconds = retryAfter
+    private func noteFirstReply(_ i: Int, _ reply: EntryReply) {
+        streams[i].status = reply.status
+        streams[i].retryAfterMilliseconds = reply.retryAfterMilliseconds
+        streams[i].throttlePolicy = reply.throttlePolicy
     }
 
     private func addError(_ i: Int, _ error: ProtocolError) {
-        noteFirstReply(i, status: error.code.httpStatus)
-        streams[i].out.writeRaffleFrame(Frame(requestID: error.requestID, body: .error(code: error.code, message: error.message)))
-        mark(i, lsn: 0, requestID: error.requestID)
+        let first = streams[i].replies.isPristine && !streams[i].headersSubmitted
+        let reply = loop.answer(error, replies: &streams[i].replies)
+        if first { noteFirstReply(i, reply) }
     }
 
-    private func throttleForBuffers(_ i: Int, partial: UnsafeRawBufferPointer) {
+    private func throttleForBuffers(_ i: Int, requestID: UInt64) {
         loop.metrics.throttledPoolExhausted.increment()
-        let requestID = partial.count >= Wire.headerSize ? partial.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian : 0
         let ms = loop.configuration.busyRetryAfterMilliseconds
-        noteFirstReply(i, status: 429, retryAfter: ms)
-        streams[i].out.writeRaffleFrame(Frame(requestID: requestID, body: .throttled(retryAfterMilliseconds: ms, reason: .serverBusy)))
-        mark(i, lsn: 0, requestID: requestID)
+        if streams[i].replies.isPristine && !streams[i].headersSubmitted {
+            noteFirstReply(i, EntryReply(status: 429, retryAfterMilliseconds: ms))
+        }
+        streams[i].replies.out.writeRaffleFrame(Frame(requestID: requestID, body: .throttled(retryAfterMilliseconds: ms, reason: .serverBusy)))
+        streams[i].replies.mark(lsn: 0, requestID: requestID)
         // The rest of this request's bytes cannot be framed without the dropped piece.
         endFatally(i)
     }
@@ -580,16 +490,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     private func endFatally(_ i: Int) {
         streams[i].fatal = true
         streams[i].finished = true
-        if streams[i].slot >= 0 {
-            loop.giveBack(streams[i].slot)
-            streams[i].slot = -1
-            streams[i].slotFill = 0
-        }
-    }
-
-    private func mark(_ i: Int, lsn: UInt64, requestID: UInt64) {
-        streams[i].cumulativeLSN = max(streams[i].cumulativeLSN, lsn)
-        streams[i].marks.append(ReplyMark(lsn: streams[i].cumulativeLSN, end: streams[i].out.writerIndex, requestID: requestID))
+        streams[i].partial.drop(loop)
     }
 
     private func requestEnded(_ i: Int) {
@@ -598,17 +499,13 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         switch streams[i].route {
         case .entries:
             if !streams[i].finished {
-                if streams[i].slotFill > 0 {
-                    addError(i, ProtocolError(code: .truncatedFrame, message: "request body ended inside a frame (\(streams[i].slotFill) bytes of it)"))
+                if streams[i].partial.fill > 0 {
+                    addError(i, ProtocolError(code: .truncatedFrame, message: "request body ended inside a frame (\(streams[i].partial.fill) bytes of it)"))
                 } else if streams[i].framesSeen == 0 {
                     addError(i, ProtocolError(code: .truncatedFrame, message: "request body is empty: send one or more frames"))
                 }
             }
-            if streams[i].slot >= 0 {
-                loop.giveBack(streams[i].slot)
-                streams[i].slot = -1
-                streams[i].slotFill = 0
-            }
+            streams[i].partial.drop(loop)
         case .admin:
             let response: AdminResponse
             if streams[i].adminBodyTooLarge {
@@ -633,8 +530,8 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     private func answer(_ i: Int, _ response: AdminResponse) {
         streams[i].status = response.status
         streams[i].bodyKind = response.kind
-        streams[i].out.writeBytes(response.body)
-        mark(i, lsn: response.commit?.lsn ?? 0, requestID: 0)
+        streams[i].replies.out.writeBytes(response.body)
+        streams[i].replies.mark(lsn: response.commit?.lsn ?? 0, requestID: 0)
     }
 
     // MARK: - Durability
@@ -650,18 +547,10 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     }
 
     private func release(_ i: Int) {
-        if let failure = loop.failure, streams[i].hasUnreleased {
-            failUnreleased(i, failure)
+        if loop.failure != nil && streams[i].hasUnreleased && streams[i].replies.markHead == 0 && !streams[i].headersSubmitted {
+            streams[i].status = 503  // the first reply will be the UNAVAILABLE error
         }
-        var released = streams[i].released
-        while streams[i].markHead < streams[i].marks.count {
-            let m = streams[i].marks[streams[i].markHead]
-            guard m.lsn == 0 || loop.isDurable(CommitPoint(lsn: m.lsn)) else { break }
-            released = m.end
-            streams[i].markHead += 1
-        }
-        let progressed = released > streams[i].released
-        streams[i].released = released
+        let progressed = streams[i].replies.advance(loop)
         if (progressed || streams[i].isDrained) {
             if !streams[i].headersSubmitted {
                 submitHeaders(i)
@@ -678,21 +567,6 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
             loop.metrics.ackLatency.recordNanoseconds(Int64(now &- streams[i].startNanos))
             streams[i].startNanos = now
         }
-    }
-
-    /// The log failed: acknowledgements not yet durable are never sent. Each is replaced by an
-    /// UNAVAILABLE error for its request.
-    private func failUnreleased(_ i: Int, _ message: String) {
-        let pending = Array(streams[i].marks[streams[i].markHead...])
-        let cut = streams[i].markHead == 0 ? streams[i].released : streams[i].marks[streams[i].markHead - 1].end
-        streams[i].out.moveWriterIndex(to: max(cut, streams[i].out.readerIndex))
-        streams[i].marks.removeSubrange(streams[i].markHead...)
-        if streams[i].markHead == 0 && !streams[i].headersSubmitted { streams[i].status = 503 }
-        for m in pending {
-            streams[i].out.writeRaffleFrame(Frame(requestID: m.requestID, body: .error(code: .unavailable, message: "entries are not being acknowledged: \(message)")))
-            streams[i].marks.append(ReplyMark(lsn: 0, end: streams[i].out.writerIndex, requestID: m.requestID))
-        }
-        streams[i].cumulativeLSN = 0
     }
 
     private func submitHeaders(_ i: Int) {

@@ -29,16 +29,6 @@ enum BodyKind: UInt8 {
     }
 }
 
-/// One reply's place in a stream's output: sent only when the log has committed `lsn`.
-struct ReplyMark {
-    /// Cumulative: the largest commit point of this reply and every reply before it on the stream.
-    var lsn: UInt64
-    /// Output position where this reply ends.
-    var end: Int
-    /// The request id it answers (to answer with an error instead if the log fails).
-    var requestID: UInt64
-}
-
 /// Per-stream state: a plain struct in the connection's table, reused across streams (its buffers
 /// keep their capacity), owned by the connection's event loop. No object, channel or pipeline per
 /// stream.
@@ -55,9 +45,8 @@ struct StreamState {
     var headerBytes = 0
     var startNanos: UInt64 = 0
 
-    /// Ingest buffer holding a frame that arrived in pieces (-1: none) and how full it is.
-    var slot: Int32 = -1
-    var slotFill = 0
+    /// A frame that arrived in pieces, in an ingest buffer.
+    var partial = PartialFrame()
     var framesSeen = 0
     /// Body bytes received but not yet handed back to flow control.
     var unconsumed = 0
@@ -65,12 +54,8 @@ struct StreamState {
     var adminBody: [UInt8] = []
     var adminBodyTooLarge = false
 
-    /// Replies, in request order. Bytes before `released` may be sent.
-    var out = ByteBuffer()
-    var released = 0
-    var marks: [ReplyMark] = []
-    var markHead = 0
-    var cumulativeLSN: UInt64 = 0
+    /// Replies, in request order, released as the log makes them durable.
+    var replies = ReplyQueue()
 
     var status = 200
     var bodyKind = BodyKind.frames
@@ -89,10 +74,10 @@ struct StreamState {
     var fatal = false
     var waiting = false
 
-    var hasUnreleased: Bool { markHead < marks.count }
+    var hasUnreleased: Bool { replies.hasUnreleased }
 
     /// Everything produced has been sent and nothing more will be.
-    var isDrained: Bool { finished && !hasUnreleased && out.readableBytes == 0 }
+    var isDrained: Bool { finished && !replies.hasUnreleased && replies.out.readableBytes == 0 }
 
     mutating func reset(id: Int32, now: UInt64) {
         self.id = id
@@ -106,17 +91,12 @@ struct StreamState {
         headerCount = 0
         headerBytes = 0
         startNanos = now
-        slot = -1
-        slotFill = 0
+        partial = PartialFrame()
         framesSeen = 0
         unconsumed = 0
         adminBody.removeAll(keepingCapacity: true)
         adminBodyTooLarge = false
-        out.clear()
-        released = 0
-        marks.removeAll(keepingCapacity: true)
-        markHead = 0
-        cumulativeLSN = 0
+        replies.reset()
         status = 200
         bodyKind = .frames
         retryAfterMilliseconds = nil

@@ -1,0 +1,272 @@
+import NIOCore
+import RaffleAdmission
+import RaffleLedger
+import RaffleWire
+import RaffleWireNIO
+
+// The entry path shared by every transport (HTTP/2 streams, raw TCP connections, UDP datagrams):
+// frames are decoded in place, admitted, handed to the ledger and answered into a `ReplyQueue`
+// whose acks are released only once the log has made them durable. The transports differ only in
+// how bytes arrive and how released replies leave.
+
+/// One reply's place in an output queue: sent only when the log has committed `lsn`.
+struct ReplyMark {
+    /// Cumulative: the largest commit point of this reply and every reply before it in the queue.
+    var lsn: UInt64
+    /// Output position where this reply ends.
+    var end: Int
+    /// The request id it answers (to answer with an error instead if the log fails).
+    var requestID: UInt64
+}
+
+/// Replies in request order. Bytes before `released` may be sent; the rest wait for durability.
+struct ReplyQueue {
+    var out = ByteBuffer()
+    var released = 0
+    var marks: [ReplyMark] = []
+    var markHead = 0
+    var cumulativeLSN: UInt64 = 0
+
+    /// Some reply is not yet durable.
+    var hasUnreleased: Bool { markHead < marks.count }
+
+    /// Nothing was ever queued (since the last reset).
+    var isPristine: Bool { marks.isEmpty && out.writerIndex == 0 }
+
+    /// Released bytes not yet taken by the transport.
+    var sendable: Int { released - out.readerIndex }
+
+    /// Ends the reply just written to `out`: it may leave once `lsn` is durable (0: at once).
+    mutating func mark(lsn: UInt64, requestID: UInt64) {
+        cumulativeLSN = max(cumulativeLSN, lsn)
+        marks.append(ReplyMark(lsn: cumulativeLSN, end: out.writerIndex, requestID: requestID))
+    }
+
+    /// Moves `released` past every reply that is durable now; true if it moved.
+    mutating func advance(_ loop: LoopContext) -> Bool {
+        if let failure = loop.failure, hasUnreleased { failUnreleased(failure) }
+        var r = released
+        while markHead < marks.count {
+            let m = marks[markHead]
+            guard m.lsn == 0 || loop.isDurable(CommitPoint(lsn: m.lsn)) else { break }
+            r = m.end
+            markHead += 1
+        }
+        defer { released = r }
+        return r > released
+    }
+
+    /// The log failed: acknowledgements not yet durable are never sent. Each is replaced by an
+    /// UNAVAILABLE error for its request.
+    mutating func failUnreleased(_ message: String) {
+        let pending = Array(marks[markHead...])
+        let cut = markHead == 0 ? released : marks[markHead - 1].end
+        out.moveWriterIndex(to: max(cut, out.readerIndex))
+        marks.removeSubrange(markHead...)
+        for m in pending {
+            out.writeRaffleFrame(Frame(requestID: m.requestID, body: .error(code: .unavailable, message: "entries are not being acknowledged: \(message)")))
+            marks.append(ReplyMark(lsn: 0, end: out.writerIndex, requestID: m.requestID))
+        }
+        cumulativeLSN = 0
+    }
+
+    /// After the transport took every released byte: start the buffer over (keeps its capacity).
+    mutating func compactIfSent() {
+        guard out.readableBytes == 0 && !hasUnreleased else { return }
+        out.clear()
+        released = 0
+        marks.removeAll(keepingCapacity: true)
+        markHead = 0
+    }
+
+    mutating func reset() {
+        out.clear()
+        released = 0
+        marks.removeAll(keepingCapacity: true)
+        markHead = 0
+        cumulativeLSN = 0
+    }
+}
+
+/// A frame that arrived in pieces, held in an ingest buffer preallocated at start-up (-1: none).
+struct PartialFrame {
+    var slot: Int32 = -1
+    var fill = 0
+
+    /// Gives the ingest buffer back.
+    mutating func drop(_ loop: LoopContext) {
+        if slot >= 0 { loop.giveBack(slot) }
+        slot = -1
+        fill = 0
+    }
+}
+
+/// How one frame was answered (the reply is already queued).
+struct EntryReply {
+    /// The HTTP status this reply maps to (PROTOCOL.md §7, §11).
+    var status: Int
+    /// For `throttled`: the retry-after, and the policy that refused.
+    var retryAfterMilliseconds: UInt32?
+    var throttlePolicy: (name: String, limit: RateLimit, remaining: UInt64)?
+}
+
+/// What `processFrames` did with a run of bytes.
+struct ProcessResult {
+    /// Bytes consumed (whole frames, and skipped bad ones).
+    var used = 0
+    /// A connection-level error ended the input: the rest must be dropped.
+    var fatal = false
+    /// Frames answered.
+    var frames = 0
+    /// The first reply of this run, for transports whose status follows it.
+    var first: EntryReply?
+}
+
+/// What `assemble` could not do.
+enum AssembleProblem {
+    /// No ingest buffer is free: answer the frame (`requestID`) `throttled(server_busy)`; the rest
+    /// of the input cannot be framed without the dropped piece.
+    case noBuffer(requestID: UInt64)
+    /// A frame longer than an ingest buffer (cannot happen with the buffer sized to the frame limit,
+    /// but a peer must never make us write past it).
+    case overflow
+}
+
+/// Who is asking, for admission.
+struct Requester {
+    /// The API-key client (nil: anonymous).
+    var client: Int?
+    /// Monotonic and wall-clock time of this read.
+    var nowNanos: UInt64
+    var wallMilliseconds: Int64
+}
+
+extension LoopContext {
+    /// Feeds transport bytes to `process`: whole frames straight from `bytes` when nothing is
+    /// buffered (no copy), a trailing partial frame into an ingest buffer, completed there by later
+    /// bytes. `process` returns the bytes it used and whether the input ended fatally.
+    func assemble(
+        _ bytes: UnsafeRawBufferPointer, partial: inout PartialFrame, process: (UnsafeRawBufferPointer) -> (used: Int, fatal: Bool)
+    ) -> AssembleProblem? {
+        var rest = bytes
+        if partial.fill == 0 {
+            let (used, fatal) = process(rest)
+            if fatal { return nil }
+            rest = UnsafeRawBufferPointer(rebasing: rest[used...])
+        }
+        guard !rest.isEmpty else { return nil }
+        if partial.slot < 0 {
+            guard let slot = takeSlot() else {
+                let id = partial.fill == 0 && rest.count >= Wire.headerSize ? rest.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian : 0
+                return .noBuffer(requestID: id)
+            }
+            partial.slot = slot
+        }
+        let memory = self.memory(of: partial.slot)
+        let fill = partial.fill
+        guard fill + rest.count <= memory.count else {
+            partial.drop(self)
+            return .overflow
+        }
+        UnsafeMutableRawBufferPointer(rebasing: memory[fill..<(fill + rest.count)]).copyMemory(from: rest)
+        partial.fill = fill + rest.count
+        let (used, fatal) = process(UnsafeRawBufferPointer(rebasing: memory[0..<partial.fill]))
+        let left = partial.fill - used
+        if left > 0 && used > 0, let base = memory.baseAddress {
+            base.copyMemory(from: base + used, byteCount: left)
+        }
+        partial.fill = left
+        if left == 0 || fatal { partial.drop(self) }
+        return nil
+    }
+
+    /// Decodes and answers the whole frames at the start of `bytes` into `replies`.
+    func processFrames(
+        _ bytes: UnsafeRawBufferPointer, decoder: FrameDecoder, requester: Requester, anonymous: inout LocalGCRA, replies: inout ReplyQueue
+    ) -> ProcessResult {
+        var result = ProcessResult()
+        while result.used < bytes.count {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[result.used...])
+            let reply: EntryReply
+            do {
+                guard let frame = try decoder.decode(rest) else { break }
+                reply = answer(frame, requester: requester, anonymous: &anonymous, replies: &replies)
+                result.used += frame.frameLength
+            } catch {
+                metrics.frameErrors.increment()
+                reply = answer(error, replies: &replies)
+                if let skip = error.skippableLength {
+                    result.used += skip
+                } else {
+                    result.fatal = true
+                    result.used = bytes.count
+                }
+            }
+            result.frames += 1
+            if result.first == nil { result.first = reply }
+            if result.fatal { break }
+        }
+        return result
+    }
+
+    /// Answers one decoded frame: admission, then the ledger; the reply goes into `replies`.
+    func answer(_ frame: FrameView, requester: Requester, anonymous: inout LocalGCRA, replies: inout ReplyQueue, maxReplyBytes: Int = .max) -> EntryReply {
+        let requestID = frame.header.requestID
+        switch frame.payload {
+        case .entryBatch(let batch):
+            let n = batch.count
+            switch admission.admit(client: requester.client, anonymous: &anonymous, entries: n, now: requester.nowNanos) {
+            case .admit:
+                break
+            case .throttle(let ms, let reason, let limit, let policy, let remaining):
+                metrics.throttled(reason)
+                replies.out.writeRaffleFrame(
+                    Frame(requestID: requestID, flags: frame.header.flags.intersection(.checksum), body: .throttled(retryAfterMilliseconds: ms, reason: reason)))
+                replies.mark(lsn: 0, requestID: requestID)
+                return EntryReply(status: 429, retryAfterMilliseconds: ms, throttlePolicy: (policy, limit, remaining))
+            case .tooLarge(let cost, let limit, let policy):
+                return answer(ProtocolError(
+                    code: .batchExceedsBurst,
+                    message: "this batch costs \(cost) (\(n) entries + \(configuration.admission.requestCost) per request) but the \(policy) limit's burst is \(limit.burst): split it into smaller batches",
+                    requestID: requestID), replies: &replies, maxReplyBytes: maxReplyBytes)
+            }
+            switch ledger.admit(batch, now: requester.wallMilliseconds, outcomes: outcomes) {
+            case .processed(let accepted, let commit):
+                let outcomes = UnsafeBufferPointer(rebasing: self.outcomes[0..<n])
+                var duplicates = 0
+                for outcome in outcomes where outcome == .alreadyEntered { duplicates &+= 1 }
+                metrics.recordOutcomes(accepted: accepted, duplicates: duplicates, rejected: n - accepted - duplicates, bytes: frame.frameLength)
+                replies.out.writeBatchAck(requestID: requestID, raffleID: batch.raffleID, outcomes: outcomes, flags: frame.header.flags.intersection(.checksum))
+                replies.mark(lsn: commit.lsn, requestID: requestID)
+                return EntryReply(status: 200)
+            case .unknownRaffle:
+                return answer(ProtocolError(code: .unknownRaffle, message: "raffle \(batch.raffleID) does not exist", requestID: requestID), replies: &replies, maxReplyBytes: maxReplyBytes)
+            case .unavailable(let message):
+                return answer(ProtocolError(code: .unavailable, message: message, requestID: requestID), replies: &replies, maxReplyBytes: maxReplyBytes)
+            }
+        case .ping(let value):
+            replies.out.writeRaffleFrame(Frame(requestID: requestID, flags: frame.header.flags.intersection(.checksum), body: .pong(value)))
+            replies.mark(lsn: 0, requestID: requestID)
+            return EntryReply(status: 200)
+        default:
+            // The decoder (receiver: .server) refuses every other type.
+            return answer(ProtocolError(code: .unexpectedFrameType, message: "unexpected frame", requestID: requestID), replies: &replies, maxReplyBytes: maxReplyBytes)
+        }
+    }
+
+    /// Answers with an error frame, its message cut (at a character boundary) so the frame fits in
+    /// `maxReplyBytes` (UDP: never larger than the request).
+    func answer(_ error: ProtocolError, replies: inout ReplyQueue, maxReplyBytes: Int = .max, flags: FrameFlags = []) -> EntryReply {
+        var message = error.message
+        let room = maxReplyBytes - Wire.headerSize - Wire.errorPrefixSize
+        if message.utf8.count > room {
+            var utf8 = Array(message.utf8.prefix(max(room, 0)))
+            while let last = utf8.last, last & 0xC0 == 0x80 { utf8.removeLast() }  // a continuation byte: back off
+            if let last = utf8.last, last >= 0xC0 { utf8.removeLast() }  // a lead byte whose rest was cut
+            message = String(decoding: utf8, as: UTF8.self)
+        }
+        replies.out.writeRaffleFrame(Frame(requestID: error.requestID, flags: flags, body: .error(code: error.code, message: message)))
+        replies.mark(lsn: 0, requestID: error.requestID)
+        return EntryReply(status: error.code.httpStatus)
+    }
+}
