@@ -14,7 +14,7 @@ import RaffleWireNIO
 /// admitted by the ledger, and answered with an ack that is released only once the log has made it
 /// durable (the stream's body provider returns `NGHTTP2_ERR_DEFERRED` until then). Output of a read
 /// or a commit is coalesced into one write.
-final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate {
+final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, LoopConnection {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 

@@ -3,6 +3,15 @@ import RaffleAdmission
 import RaffleLedger
 import RaffleWire
 
+/// A connection on a loop (HTTP/2, raw TCP, or a loop's UDP socket): woken after commits, told
+/// when the server shuts down.
+protocol LoopConnection: AnyObject {
+    /// The log committed (or failed): release what became durable.
+    func durabilityAdvanced()
+    /// Stop taking new work; close once what was taken is answered.
+    func beginShutdown()
+}
+
 /// State shared by every connection on one event loop, owned by that loop (never touched from
 /// another thread): the preallocated ingest buffers, the outcome scratch buffer, and the connections
 /// waiting for the log to commit.
@@ -23,7 +32,7 @@ final class LoopContext {
     let outcomes: UnsafeMutableBufferPointer<EntryOutcome>
 
     /// Connections with replies waiting for the log; woken after each commit.
-    private var waiting: [ObjectIdentifier: H2ServerConnection] = [:]
+    private var waiting: [ObjectIdentifier: any LoopConnection] = [:]
     /// Latest durable point seen, and whether the log has failed.
     private(set) var durable = CommitPoint(lsn: 0)
     private(set) var failure: String?
@@ -76,17 +85,17 @@ final class LoopContext {
     }
 
     /// Open connections on this loop (for graceful shutdown).
-    private(set) var connections: [ObjectIdentifier: H2ServerConnection] = [:]
+    private(set) var connections: [ObjectIdentifier: any LoopConnection] = [:]
 
-    func register(_ connection: H2ServerConnection) { connections[ObjectIdentifier(connection)] = connection }
-    func unregister(_ connection: H2ServerConnection) { connections[ObjectIdentifier(connection)] = nil }
+    func register(_ connection: any LoopConnection) { connections[ObjectIdentifier(connection)] = connection }
+    func unregister(_ connection: any LoopConnection) { connections[ObjectIdentifier(connection)] = nil }
 
     /// Registers `connection` to be woken on the next commit.
-    func wait(_ connection: H2ServerConnection) {
+    func wait(_ connection: any LoopConnection) {
         waiting[ObjectIdentifier(connection)] = connection
     }
 
-    func stopWaiting(_ connection: H2ServerConnection) {
+    func stopWaiting(_ connection: any LoopConnection) {
         waiting[ObjectIdentifier(connection)] = nil
     }
 

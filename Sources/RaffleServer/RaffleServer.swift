@@ -21,6 +21,8 @@ public final class RaffleServer: Sendable {
     public let localAddress: SocketAddress
     private let group: MultiThreadedEventLoopGroup
     private let channel: any Channel
+    private let tcpChannel: (any Channel)?
+    private let udpChannels: [any Channel]
     private let contexts: [NIOLoopBound<LoopContext>]
     private let logger: Logger
     private let stopped = Mutex(false)
@@ -28,12 +30,14 @@ public final class RaffleServer: Sendable {
 
     private init(
         configuration: ServerConfiguration, ledger: LocalLedger, group: MultiThreadedEventLoopGroup, channel: any Channel,
-        contexts: [NIOLoopBound<LoopContext>], logger: Logger
+        tcpChannel: (any Channel)?, udpChannels: [any Channel], contexts: [NIOLoopBound<LoopContext>], logger: Logger
     ) throws {
         self.configuration = configuration
         self.ledger = ledger
         self.group = group
         self.channel = channel
+        self.tcpChannel = tcpChannel
+        self.udpChannels = udpChannels
         self.contexts = contexts
         self.logger = logger
         guard let address = channel.localAddress else { throw ServerStartError(message: "the listener has no local address") }
@@ -42,6 +46,12 @@ public final class RaffleServer: Sendable {
 
     /// The port the HTTP/2 listener is bound to.
     public var port: Int { localAddress.port ?? configuration.port }
+
+    /// The port the raw-TCP listener is bound to (nil: raw TCP is off).
+    public var tcpPort: Int? { tcpChannel?.localAddress?.port }
+
+    /// The port the UDP sockets are bound to (nil: UDP is off).
+    public var udpPort: Int? { udpChannels.first?.localAddress?.port }
 
     /// Opens the ledger (replaying the log), starts the event loops and binds the listener.
     /// - Throws: `LogCorruption` / `LogFailure` from the log, or a bind error.
@@ -121,8 +131,56 @@ public final class RaffleServer: Sendable {
             try? await group.shutdownGracefully()
             throw ServerStartError(message: "cannot listen on \(configuration.host):\(configuration.port): \(error)")
         }
+        // Raw TCP (PROTOCOL.md §12) and UDP (§13): the same loops, the same entry path.
+        var tcpChannel: (any Channel)?
+        var udpChannels: [any Channel] = []
+        do {
+            if let tcpPort = configuration.resolvedTCPPort {
+                tcpChannel = try await ServerBootstrap(group: group)
+                    .serverChannelOption(.backlog, value: 1_024)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelOption(.allowRemoteHalfClosure, value: true)
+                    .childChannelOption(.writeBufferWaterMark, value: .init(low: high / 2, high: high))
+                    .childChannelInitializer { channel in
+                        guard let context = byLoop[ObjectIdentifier(channel.eventLoop)] else {
+                            return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
+                        }
+                        return channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(TCPServerConnection(loop: context.value, logger: logger))
+                        }
+                    }
+                    .bind(host: configuration.host, port: tcpPort).get()
+            }
+            if var udpPort = configuration.resolvedUDPPort {
+                // One socket per loop on the same port (SO_REUSEPORT): the kernel spreads senders.
+                for context in contexts {
+                    let udp = try await DatagramBootstrap(group: context.eventLoop)
+                        .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                        .channelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
+                        .channelOption(.datagramVectorReadMessageCount, value: 32)
+                        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 4_096))
+                        .channelInitializer { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(UDPServerHandler(loop: context.value, logger: logger))
+                            }
+                        }
+                        .bind(host: configuration.host, port: udpPort).get()
+                    udpPort = udp.localAddress?.port ?? udpPort
+                    udpChannels.append(udp)
+                }
+            }
+        } catch {
+            try? await channel.close()
+            try? await tcpChannel?.close()
+            for udp in udpChannels { try? await udp.close() }
+            ledger.shutdown()
+            try? await group.shutdownGracefully()
+            throw ServerStartError(message: "cannot listen for raw TCP or UDP on \(configuration.host): \(error)")
+        }
         return try RaffleServer(
-            configuration: configuration, ledger: ledger, group: group, channel: channel, contexts: contexts, logger: logger)
+            configuration: configuration, ledger: ledger, group: group, channel: channel, tcpChannel: tcpChannel, udpChannels: udpChannels,
+            contexts: contexts, logger: logger)
     }
 
     /// Closes raffles whose closing time has passed, once a second, until `requestStop()` or
@@ -147,6 +205,7 @@ public final class RaffleServer: Sendable {
     public func shutdown(grace: Duration = .seconds(10)) async {
         guard stopped.withLock({ was in defer { was = true }; return !was }) else { return }
         try? await channel.close()
+        try? await tcpChannel?.close()
         for context in contexts {
             try? await context.eventLoop.submit { context.value.beginShutdown() }.get()
         }
@@ -170,3 +229,9 @@ public struct ServerStartError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var description: String { message }
 }
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

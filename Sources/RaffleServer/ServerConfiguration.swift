@@ -10,6 +10,15 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var host = "127.0.0.1"
     /// HTTP/2 (h2c) port; 0 picks a free one. Default 8080.
     public var port = 8080
+    /// Raw-TCP port (PROTOCOL.md §12): nil = the HTTP/2 port + 1 (or a free one when `port` is 0);
+    /// -1 turns raw TCP off. Default nil.
+    public var tcpPort: Int?
+    /// UDP port (PROTOCOL.md §13): nil = the HTTP/2 port + 2 (or a free one when `port` is 0); -1
+    /// turns UDP off. Default nil.
+    public var udpPort: Int?
+    /// Largest UDP request accepted, bytes; larger ones get `FRAME_TOO_LARGE`. Default 1,200 (never
+    /// fragmented on the Internet's common paths).
+    public var udpMaxDatagramBytes = 1_200
     /// Data directory for the write-ahead log. Default `./raffle-data`.
     public var dataDirectory = "./raffle-data"
     /// Durability of acknowledgements. Default `.fsync`.
@@ -55,6 +64,16 @@ public struct ServerConfiguration: Sendable, Hashable {
 
     /// The defaults.
     public init() {}
+
+    /// The raw-TCP port to bind (nil: off).
+    var resolvedTCPPort: Int? { Self.resolve(tcpPort, offset: 1, base: port) }
+    /// The UDP port to bind (nil: off).
+    var resolvedUDPPort: Int? { Self.resolve(udpPort, offset: 2, base: port) }
+
+    private static func resolve(_ explicit: Int?, offset: Int, base: Int) -> Int? {
+        if let explicit { return explicit < 0 ? nil : explicit }
+        return base == 0 ? 0 : base + offset
+    }
 
     /// Bytes of one ingest buffer: the largest frame plus one HTTP/2 DATA frame.
     var ingestSlotBytes: Int {

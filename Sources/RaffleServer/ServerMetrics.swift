@@ -28,6 +28,8 @@ final class ServerMetrics: Sendable {
     let connections: CoreMetrics.Meter
     let streams: CoreMetrics.Counter
     let goaways: CoreMetrics.Counter
+    let udpDatagrams: CoreMetrics.Counter
+    let udpDropped: CoreMetrics.Counter
     let ackLatency: CoreMetrics.Timer
     let logCommits: CoreMetrics.Counter
     private let lastCommits = Atomic<UInt64>(0)
@@ -64,6 +66,8 @@ final class ServerMetrics: Sendable {
         connections = Meter(label: "raffled_connections_open", factory: factory)
         streams = Counter(label: "raffled_streams_total", factory: factory)
         goaways = Counter(label: "raffled_goaway_enhance_your_calm_total", factory: factory)
+        udpDatagrams = Counter(label: "raffled_udp_datagrams_total", dimensions: [("result", "received")], factory: factory)
+        udpDropped = Counter(label: "raffled_udp_datagrams_total", dimensions: [("result", "dropped")], factory: factory)
         ackLatency = Timer(label: "raffled_ack_latency_seconds", factory: factory)
         logCommits = Counter(label: "raffled_log_fsyncs_total", dimensions: [("durability", durability)], factory: factory)
         entriesPerCommit = Gauge(label: "raffled_log_entries_per_fsync", dimensions: [("durability", durability)], factory: factory)

@@ -1,0 +1,176 @@
+import Logging
+import NIOCore
+import RaffleAdmission
+import RaffleWire
+import RaffleWireNIO
+
+/// One raw-TCP connection (PROTOCOL.md §12): frames back to back in each direction, answered in
+/// order, acks released once durable. It runs the same entry path as HTTP/2 (`LoopContext.assemble`
+/// and `processFrames`): whole frames are decoded straight from NIO's read buffer, a frame split
+/// across reads is completed in a preallocated ingest buffer.
+///
+/// Who: raw TCP carries no credentials in protocol version 1, so every connection is in the
+/// anonymous class with its own bucket (`--anonymous-rate`); API keys are an HTTP/2 feature.
+final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let loop: LoopContext
+    private let logger: Logger
+    private var context: ChannelHandlerContext?
+    private var replies = ReplyQueue()
+    private var partial = PartialFrame()
+    private var anonymous: LocalGCRA
+    /// No more frames will be taken (a connection-level error, end of input, or shutdown); the
+    /// connection closes once every reply is sent.
+    private var finished = false
+    private var closed = false
+    private var waiting = false
+    private var readPaused = false
+    private var lastActivityNanos: UInt64
+    private var timer: RepeatedTask?
+
+    init(loop: LoopContext, logger: Logger) {
+        self.loop = loop
+        self.logger = logger
+        anonymous = LocalGCRA(loop.configuration.admission.anonymous)
+        lastActivityNanos = monotonicNanoseconds()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        loop.register(self)
+        loop.metrics.connectionsOpened.increment()
+        loop.metrics.connections.increment()
+        let check = TimeAmount.milliseconds(max(loop.configuration.idleTimeoutMilliseconds / 4, 10))
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: check, delay: check) { _ in bound.value.checkIdle() }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        teardown()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        teardown()
+        context.fireChannelInactive()
+    }
+
+    private func teardown() {
+        guard !closed else { return }
+        closed = true
+        timer?.cancel()
+        timer = nil
+        partial.drop(loop)
+        loop.stopWaiting(self)
+        loop.unregister(self)
+        loop.metrics.connections.decrement()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !finished else { return }  // after a connection-level error the rest is dropped
+        let buffer = unwrapInboundIn(data)
+        let now = monotonicNanoseconds()
+        lastActivityNanos = now
+        let requester = Requester(client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds())
+        let problem = buffer.withUnsafeReadableBytes { bytes in
+            loop.assemble(bytes, partial: &partial) { chunk in
+                let result = loop.processFrames(chunk, decoder: loop.decoder, requester: requester, anonymous: &anonymous, replies: &replies)
+                if result.fatal { finished = true }
+                return (result.used, result.fatal)
+            }
+        }
+        switch problem {
+        case nil:
+            break
+        case .noBuffer(let requestID):
+            loop.metrics.throttledPoolExhausted.increment()
+            let ms = loop.configuration.busyRetryAfterMilliseconds
+            replies.out.writeRaffleFrame(Frame(requestID: requestID, body: .throttled(retryAfterMilliseconds: ms, reason: .serverBusy)))
+            replies.mark(lsn: 0, requestID: requestID)
+            finished = true  // the rest of the stream cannot be framed without the dropped piece
+        case .overflow:
+            _ = loop.answer(ProtocolError(code: .frameTooLarge, message: "frame exceeds the ingest buffer"), replies: &replies)
+            finished = true
+        }
+        // Backpressure: stop reading while replies pile up waiting for the log.
+        if replies.out.readableBytes > loop.configuration.maxPendingReplyBytesPerStream && !readPaused {
+            readPaused = true
+            context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+        }
+        settle()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            // The client half-closed: answer what it sent, then close.
+            if !finished && partial.fill > 0 {
+                _ = loop.answer(
+                    ProtocolError(code: .truncatedFrame, message: "connection input ended inside a frame (\(partial.fill) bytes of it)"),
+                    replies: &replies)
+            }
+            partial.drop(loop)
+            finished = true
+            settle()
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("raw TCP connection error: \(error)")
+        context.close(promise: nil)
+    }
+
+    /// Sends what is durable; waits for the next commit if something is not; closes when done.
+    private func settle() {
+        guard let context, !closed else { return }
+        if replies.advance(loop) || replies.sendable > 0 {
+            let n = replies.sendable
+            if n > 0, let slice = replies.out.readSlice(length: n) {
+                context.write(wrapOutboundOut(slice), promise: nil)
+            }
+            replies.compactIfSent()
+        }
+        if replies.hasUnreleased {
+            if !waiting {
+                waiting = true
+                loop.wait(self)
+            }
+        } else if readPaused {
+            readPaused = false
+            context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
+        }
+        if finished && !replies.hasUnreleased && replies.out.readableBytes == 0 {
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    func durabilityAdvanced() {
+        waiting = false
+        settle()
+        context?.flush()
+    }
+
+    func beginShutdown() {
+        finished = true
+        settle()
+        context?.flush()
+    }
+
+    private func checkIdle() {
+        guard let context, !closed else { return }
+        let idle = UInt64(max(loop.configuration.idleTimeoutMilliseconds, 0)) * 1_000_000
+        if !replies.hasUnreleased && monotonicNanoseconds() - lastActivityNanos > idle {
+            logger.debug("closing an idle raw TCP connection")
+            context.close(promise: nil)
+        }
+    }
+}

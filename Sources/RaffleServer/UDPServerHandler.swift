@@ -1,0 +1,189 @@
+import Logging
+import NIOCore
+import RaffleAdmission
+import RaffleLedger
+import RaffleWire
+import RaffleWireNIO
+
+/// The UDP endpoint of one event loop (PROTOCOL.md §13): one frame per datagram, one reply datagram
+/// per request, never larger than the request. Each loop binds its own socket to the same port with
+/// SO_REUSEPORT, reads with recvmmsg (NIO's vector reads) and flushes its replies together, which
+/// NIO sends with sendmmsg. The entry path is the shared one (`LoopContext.answer`); an ack leaves
+/// only once the log has made the batch durable, exactly as over HTTP/2.
+///
+/// Who: datagrams are unauthenticated, so admission is per source address — a fixed table of
+/// `sourceBuckets` token buckets indexed by a hash of the address (IPv4 address, or an IPv6 /64),
+/// bounded whatever the number of senders; senders that collide share a bucket, which can only make
+/// them stricter.
+final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    /// Source-address buckets per loop (a power of two).
+    static let sourceBuckets = 4_096
+    /// Acks waiting for the log per loop; past this, new batches are throttled `server_busy`.
+    static let maxPendingAcks = 16_384
+
+    private struct PendingAck {
+        var lsn: UInt64
+        var requestID: UInt64
+        var to: SocketAddress
+        var reply: ByteBuffer
+    }
+
+    private let loop: LoopContext
+    private let logger: Logger
+    private let decoder: FrameDecoder
+    private let maxDatagram: Int
+    private var context: ChannelHandlerContext?
+    private var buckets: [LocalGCRA]
+    private var scratch = ReplyQueue()
+    private var pending: [PendingAck] = []
+    private var pendingHead = 0
+    private var waiting = false
+    private var shuttingDown = false
+
+    init(loop: LoopContext, logger: Logger) {
+        self.loop = loop
+        self.logger = logger
+        maxDatagram = loop.configuration.udpMaxDatagramBytes
+        var limits = loop.configuration.frameLimits
+        limits.maxPayloadBytes = min(limits.maxPayloadBytes, max(maxDatagram - Wire.headerSize, 0))
+        decoder = FrameDecoder(limits: limits, receiver: .server, requireChecksum: true)
+        buckets = Array(repeating: LocalGCRA(loop.configuration.admission.anonymous), count: Self.sourceBuckets)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        loop.register(self)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        loop.stopWaiting(self)
+        loop.unregister(self)
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        let size = envelope.data.readableBytes
+        loop.metrics.udpDatagrams.increment()
+        // A reply may not be larger than its request, and the smallest reply is an error frame.
+        guard size >= Wire.headerSize + Wire.errorPrefixSize, !shuttingDown else {
+            loop.metrics.udpDropped.increment()
+            return
+        }
+        let now = monotonicNanoseconds()
+        let requester = Requester(client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds())
+        let k = Self.bucket(of: envelope.remoteAddress)
+        scratch.reset()
+        let full = pending.count - pendingHead >= Self.maxPendingAcks
+        envelope.data.withUnsafeReadableBytes { bytes in
+            if size > maxDatagram {
+                let id = bytes.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian
+                _ = loop.answer(
+                    ProtocolError(code: .frameTooLarge, message: "datagram of \(size) bytes is over this server's \(maxDatagram)-byte limit", requestID: id),
+                    replies: &scratch, maxReplyBytes: size, flags: .checksum)
+                return
+            }
+            do throws(ProtocolError) {
+                guard let frame = try decoder.decode(bytes, endOfInput: true) else { return }
+                guard frame.frameLength == size else {
+                    _ = loop.answer(
+                        ProtocolError(code: .malformedPayload, message: "datagram holds \(size - frame.frameLength) bytes after its frame: one frame per datagram", requestID: frame.header.requestID),
+                        replies: &scratch, maxReplyBytes: size, flags: .checksum)
+                    return
+                }
+                if full, case .entryBatch = frame.payload {
+                    loop.metrics.throttledServerBusy.increment()
+                    scratch.out.writeRaffleFrame(
+                        Frame(requestID: frame.header.requestID, flags: .checksum, body: .throttled(retryAfterMilliseconds: loop.configuration.busyRetryAfterMilliseconds, reason: .serverBusy)))
+                    scratch.mark(lsn: 0, requestID: frame.header.requestID)
+                    return
+                }
+                _ = loop.answer(frame, requester: requester, anonymous: &buckets[k], replies: &scratch, maxReplyBytes: size)
+            } catch {
+                loop.metrics.frameErrors.increment()
+                _ = loop.answer(error, replies: &scratch, maxReplyBytes: size, flags: .checksum)
+            }
+        }
+        guard let mark = scratch.marks.last, scratch.out.readableBytes > 0, scratch.out.readableBytes <= size else {
+            loop.metrics.udpDropped.increment()
+            return
+        }
+        let reply = scratch.out.getSlice(at: scratch.out.readerIndex, length: scratch.out.readableBytes) ?? ByteBuffer()
+        if mark.lsn == 0 || (loop.failure == nil && loop.isDurable(CommitPoint(lsn: mark.lsn)) && pendingHead == pending.count) {
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: reply)), promise: nil)
+        } else {
+            pending.append(PendingAck(lsn: mark.lsn, requestID: mark.requestID, to: envelope.remoteAddress, reply: reply))
+            if !waiting {
+                waiting = true
+                loop.wait(self)
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A datagram socket error (e.g. ICMP port unreachable for an earlier reply) concerns one
+        // peer; the socket goes on.
+        logger.debug("UDP socket error: \(error)")
+    }
+
+    /// Sends the acks the log has made durable, in order.
+    func durabilityAdvanced() {
+        waiting = false
+        guard let context else { return }
+        while pendingHead < pending.count {
+            let p = pending[pendingHead]
+            if let failure = loop.failure {
+                var reply = ReplyQueue()
+                _ = loop.answer(
+                    ProtocolError(code: .unavailable, message: "entries are not being acknowledged: \(failure)", requestID: p.requestID),
+                    replies: &reply, maxReplyBytes: p.reply.readableBytes, flags: .checksum)
+                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: p.to, data: reply.out)), promise: nil)
+            } else if loop.isDurable(CommitPoint(lsn: p.lsn)) {
+                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: p.to, data: p.reply)), promise: nil)
+            } else {
+                break
+            }
+            pendingHead += 1
+        }
+        if pendingHead == pending.count {
+            pending.removeAll(keepingCapacity: true)
+            pendingHead = 0
+            if shuttingDown { context.close(promise: nil) }
+        } else if !waiting {
+            waiting = true
+            loop.wait(self)
+        }
+        context.flush()
+    }
+
+    /// Takes no more datagrams; closes the socket once every held ack is sent.
+    func beginShutdown() {
+        shuttingDown = true
+        if !hasPending { context?.close(promise: nil) }
+    }
+
+    /// Acks still waiting for the log (shutdown waits for them).
+    var hasPending: Bool { pendingHead < pending.count }
+
+    /// The bucket of a source: the IPv4 address, or the IPv6 /64 prefix (a host controls the rest).
+    static func bucket(of address: SocketAddress) -> Int {
+        var key: UInt64 = 0
+        switch address {
+        case .v4(let a):
+            key = UInt64(a.address.sin_addr.s_addr)
+        case .v6(let a):
+            withUnsafeBytes(of: a.address.sin6_addr) { raw in key = raw.loadUnaligned(as: UInt64.self) }
+        default:
+            key = 0
+        }
+        // Fibonacci hashing: spreads neighbouring addresses over the table.
+        return Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 52) & (sourceBuckets - 1)
+    }
+}
