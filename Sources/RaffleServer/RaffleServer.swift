@@ -153,13 +153,17 @@ public final class RaffleServer: Sendable {
                     .bind(host: configuration.host, port: tcpPort).get()
             }
             if var udpPort = configuration.resolvedUDPPort {
+                let udpBatch = 32
+                let udpRoom = max(2_048, configuration.udpMaxDatagramBytes + 1)
                 // One socket per loop on the same port (SO_REUSEPORT): the kernel spreads senders.
                 for context in contexts {
                     let udp = try await DatagramBootstrap(group: context.eventLoop)
                         .channelOption(.socketOption(.so_reuseaddr), value: 1)
                         .channelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
-                        .channelOption(.datagramVectorReadMessageCount, value: 32)
-                        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 4_096))
+                        .channelOption(.datagramVectorReadMessageCount, value: udpBatch)
+                        // NIO splits one buffer among the vector read's messages: each gets room for a
+                        // datagram over the limit, so oversize ones are seen (and answered) as such.
+                        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: udpBatch * udpRoom))
                         .channelInitializer { channel in
                             channel.eventLoop.makeCompletedFuture {
                                 try channel.pipeline.syncOperations.addHandler(UDPServerHandler(loop: context.value, logger: logger))
