@@ -35,6 +35,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "HTTP/2 (h2c) port; 0 picks a free one.") var port = 8080
+    @Option(help: "Raw-TCP frames port (default: the HTTP/2 port + 1); -1 turns raw TCP off.") var tcpPort: Int?
+    @Option(help: "UDP frames port (default: the HTTP/2 port + 2); -1 turns UDP off.") var udpPort: Int?
+    @Option(help: "Largest UDP request, bytes (default 1200).") var udpMaxDatagram = 1_200
     @Option(name: .customLong("data"), help: "Data directory for the write-ahead log.") var data = "./raffle-data"
     @Option(help: "Event loops (threads); default: one per core.") var loops: Int?
     @Option(help: "fsync: acknowledge only once on disk (default). none: experiments only, data may be lost.")
@@ -61,6 +64,9 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...65_535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+        if let tcpPort { guard (-1...65_535).contains(tcpPort) else { throw ValidationError("--tcp-port must be -1 (off) or 0 to 65535") } }
+        if let udpPort { guard (-1...65_535).contains(udpPort) else { throw ValidationError("--udp-port must be -1 (off) or 0 to 65535") } }
+        guard (64...65_507).contains(udpMaxDatagram) else { throw ValidationError("--udp-max-datagram must be 64 to 65507") }
         guard (1...65_535).contains(maxEntries) else { throw ValidationError("--max-entries must be 1 to 65535") }
         guard ingestBufferMb >= 1 else { throw ValidationError("--ingest-buffer-mb must be at least 1") }
         guard segmentMb >= 1 else { throw ValidationError("--segment-mb must be at least 1") }
@@ -78,6 +84,9 @@ struct Serve: AsyncParsableCommand {
         var config = ServerConfiguration()
         config.host = host
         config.port = port
+        config.tcpPort = tcpPort
+        config.udpPort = udpPort
+        config.udpMaxDatagramBytes = udpMaxDatagram
         config.dataDirectory = data
         if let loops { config.eventLoops = loops }
         config.durability = durability == .fsync ? .fsync : .none
@@ -121,6 +130,7 @@ struct Serve: AsyncParsableCommand {
         let durabilityNote = config.durability == .none ? " — EXPERIMENTS ONLY: acknowledged entries may be lost" : ""
         let lines = [
             "raffled listening on http://\(hostForURL):\(server.port) (h2c), data in \(data), durability \(config.durability.rawValue)\(durabilityNote)",
+            "frames also on raw TCP \(server.tcpPort.map { "port \($0)" } ?? "(off)") and UDP \(server.udpPort.map { "port \($0)" } ?? "(off)")",
             "try: curl --http2-prior-knowledge http://\(hostForURL):\(server.port)/healthz",
         ]
         let group = ServiceGroup(
