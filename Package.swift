@@ -32,7 +32,7 @@ let package = Package(
         .library(name: "RaffleServer", targets: ["RaffleServer"]),
         .library(name: "RaffleHTTP2", targets: ["RaffleHTTP2"]),
         .library(name: "RaffleAdmission", targets: ["RaffleAdmission"]),
-        .library(name: "RaffleClient", targets: ["RaffleClient", "RaffleClientHTTP2"]),
+        .library(name: "RaffleClient", targets: ["RaffleClient", "RaffleClientHTTP2", "RaffleClientSockets"]),
         .executable(name: "raffled", targets: ["raffled"]),
         .executable(name: "raffle", targets: ["raffle"]),
     ],
@@ -151,6 +151,17 @@ let package = Package(
             path: "Clients/Swift/RaffleClientHTTP2",
             swiftSettings: strict
         ),
+        // Raw TCP and UDP transports for the client.
+        .target(
+            name: "RaffleClientSockets",
+            dependencies: [
+                "RaffleClient", "RaffleWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Clients/Swift/RaffleClientSockets",
+            swiftSettings: strict
+        ),
         // The `raffle` command line, on top of the client library.
         .executableTarget(
             name: "raffle",
@@ -164,7 +175,7 @@ let package = Package(
         .testTarget(
             name: "RaffleClientTests",
             dependencies: [
-                "RaffleClient", "RaffleClientHTTP2", "RaffleServer", "RaffleAdmission", "RaffleWire", "RaffleCore",
+                "RaffleClient", "RaffleClientHTTP2", "RaffleClientSockets", "RaffleServer", "RaffleAdmission", "RaffleWire", "RaffleCore",
                 "RaffleTestSupport", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

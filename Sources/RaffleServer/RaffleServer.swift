@@ -155,6 +155,14 @@ public final class RaffleServer: Sendable {
             if var udpPort = configuration.resolvedUDPPort {
                 let udpBatch = 32
                 let udpRoom = max(2_048, configuration.udpMaxDatagramBytes + 1)
+                if udpPort == 0 {
+                    // Asked for any free port: bind 0 with SO_REUSEPORT and Linux may hand out a port
+                    // another process's SO_REUSEPORT socket already holds (it then shares its
+                    // datagrams). A probe without the option gets a port nobody holds; the loops bind it.
+                    let probe = try await DatagramBootstrap(group: group).bind(host: configuration.host, port: 0).get()
+                    udpPort = probe.localAddress?.port ?? 0
+                    try await probe.close()
+                }
                 // One socket per loop on the same port (SO_REUSEPORT): the kernel spreads senders.
                 for context in contexts {
                     let udp = try await DatagramBootstrap(group: context.eventLoop)

@@ -50,7 +50,7 @@ struct RetryPolicyTests {
         server.dataDirectory = dir.path
         server.eventLoops = 1
         server.ingestBufferBytes = 1 << 20
-        server.admission.anonymous = RateLimit(ratePerSecond: 200, burst: 6)
+        server.admission.anonymous = RateLimit(ratePerSecond: 20, burst: 6)
         var logger = Logger(label: "retry-test")
         logger.logLevel = .critical
         let s = try await RaffleServer.start(configuration: server, logger: logger)
@@ -59,9 +59,12 @@ struct RetryPolicyTests {
         config.minimumRetriesPerSecond = 0
         let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: config)
         let raffle = try await client.createRaffle(title: "Paced", duration: .seconds(600))
-        for k in UInt64(0)..<8 {
-            #expect(try await client.submit([Entry(userID: k * 2 + 1), Entry(userID: k * 2 + 2)], to: raffle.id) == [.accepted, .accepted])
+        // Eight batches of cost 3 at once against a burst of 6: most are throttled and come back later.
+        let results = try await withThrowingTaskGroup(of: [EntryOutcome].self) { group in
+            for k in UInt64(0)..<8 { group.addTask { try await client.submit([Entry(userID: k * 2 + 1), Entry(userID: k * 2 + 2)], to: raffle.id) } }
+            return try await group.reduce(into: [[EntryOutcome]]()) { $0.append($1) }
         }
+        #expect(results.count == 8 && results.allSatisfy { $0 == [.accepted, .accepted] })
         #expect(client.attemptCount > 8, "some batches were throttled and went back later (\(client.attemptCount) attempts)")
         #expect(try await client.raffle(raffle.id).entries == 16)
         await client.transport.close()

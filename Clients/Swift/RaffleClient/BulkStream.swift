@@ -61,7 +61,7 @@ public final class BulkStream: Sendable {
         let client = core.client
         let id = client.requestID()
         let frame: [UInt8]
-        do { frame = try FrameEncoder.encode(Frame(requestID: id, body: .entryBatch(raffleID: raffle, entries: entries))) } catch {
+        do { frame = try FrameEncoder.encode(Frame(requestID: id, flags: client.frameFlags, body: .entryBatch(raffleID: raffle, entries: entries))) } catch {
             throw RaffleClientError(.invalidRequest, "cannot encode the batch: \(error)")
         }
         try await core.acquire()

@@ -89,7 +89,7 @@ public final class RaffleClient: Sendable {
         guard !entries.isEmpty else { throw RaffleClientError(.invalidRequest, "a batch needs at least one entry") }
         let id = requestID()
         let frame: [UInt8]
-        do { frame = try FrameEncoder.encode(Frame(requestID: id, body: .entryBatch(raffleID: raffle, entries: entries))) } catch {
+        do { frame = try FrameEncoder.encode(Frame(requestID: id, flags: frameFlags, body: .entryBatch(raffleID: raffle, entries: entries))) } catch {
             throw RaffleClientError(.invalidRequest, "cannot encode the batch: \(error)")
         }
         return try await withRetries { () async throws(RaffleClientError) -> Attempt<[EntryOutcome]> in
@@ -127,6 +127,9 @@ public final class RaffleClient: Sendable {
     }
 
     var authorization: String? { configuration.apiKey.map { "Bearer " + $0 } }
+
+    /// Flags for request frames: a checksum where the transport needs one.
+    var frameFlags: FrameFlags { transport.requiresChecksum ? .checksum : [] }
 
     // MARK: - Retries
 

@@ -37,6 +37,12 @@ public protocol RaffleTransport: Sendable {
     func openStream(authorization: String?) async throws -> any FrameStream
     /// Closes connections.
     func close() async
+    /// Whether frames must carry a CRC32C (UDP: PROTOCOL.md §13). Default false.
+    var requiresChecksum: Bool { get }
+}
+
+extension RaffleTransport {
+    public var requiresChecksum: Bool { false }
 }
 
 /// One long-lived request stream: write frames as you go, read reply bytes as they arrive.

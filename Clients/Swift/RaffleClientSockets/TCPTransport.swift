@@ -1,0 +1,163 @@
+public import NIOCore
+import NIOPosix
+public import RaffleClient
+import RaffleWire
+import Synchronization
+
+/// `RaffleTransport` over raw TCP (PROTOCOL.md §12): frames back to back on one connection, replies
+/// matched by request id; the next call reconnects after a failure. `openStream` opens a dedicated
+/// connection, so a `BulkStream` works over TCP too. Raw TCP carries no credentials (the server puts
+/// it in its anonymous class) and no admin API: admin calls throw; use `HTTP2Transport` for them.
+public final class TCPTransport: RaffleTransport {
+    private let host: String
+    private let port: Int
+    private let group: any EventLoopGroup
+    private let connection = Mutex<Connection?>(nil)
+
+    /// A transport to `host:port` (the server's raw-TCP port), connecting on first use.
+    public init(host: String, port: Int, group: (any EventLoopGroup)? = nil) {
+        self.host = host
+        self.port = port
+        self.group = group ?? MultiThreadedEventLoopGroup.singleton
+    }
+
+    final class Connection: Sendable {
+        let channel: any Channel
+        let waiters: ReplyWaiters
+
+        init(channel: any Channel, waiters: ReplyWaiters) {
+            self.channel = channel
+            self.waiters = waiters
+        }
+    }
+
+    /// Opens a connection whose reply frames go to `onFrame`, and `onClose` when it ends.
+    private func connect(onFrame: @escaping @Sendable ([UInt8], UInt64) -> Void, onClose: @escaping @Sendable (String) -> Void) async throws -> any Channel {
+        do {
+            return try await ClientBootstrap(group: group)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(FrameReader(onFrame: onFrame, onClose: onClose))
+                    }
+                }
+                .connect(host: host, port: port).get()
+        } catch {
+            throw RaffleClientError(.connectionFailed, "cannot connect to \(host):\(port) (raw TCP): \(error)")
+        }
+    }
+
+    private func shared() async throws -> Connection {
+        if let existing = connection.withLock({ $0 }) { return existing }
+        let waiters = ReplyWaiters()
+        let channel = try await connect(onFrame: { frame, id in waiters.deliver(id: id, frame) }, onClose: { waiters.failAll($0) })
+        let fresh = Connection(channel: channel, waiters: waiters)
+        let (kept, extra) = connection.withLock { current -> (Connection, Connection?) in
+            if let current { return (current, fresh) }
+            current = fresh
+            return (fresh, nil)
+        }
+        if let extra { try? await extra.channel.close() }
+        return kept
+    }
+
+    private func forget(_ failed: Connection) {
+        connection.withLock { if $0 === failed { $0 = nil } }
+    }
+
+    public func send(frames: [UInt8], authorization: String?) async throws -> FramesReply {
+        let ids = requestIDs(of: frames)
+        guard ids.count == 1, let id = ids.first else { throw RaffleClientError(.invalidRequest, "send one frame per call over raw TCP") }
+        let c = try await shared()
+        let reply = await c.waiters.wait(for: id) { c.channel.writeAndFlush(ByteBuffer(bytes: frames), promise: nil) }
+        guard let reply else {
+            if let failure = c.waiters.failure {
+                forget(c)
+                throw RaffleClientError(.connectionFailed, "raw TCP connection to \(host):\(port) lost: \(failure)")
+            }
+            throw RaffleClientError(.timedOut, "no reply to request \(id)")
+        }
+        return FramesReply(status: 200, body: reply)
+    }
+
+    public func admin(method: String, path: String, body: [UInt8]?, authorization: String?) async throws -> AdminReply {
+        throw RaffleClientError(.invalidRequest, "admin calls need the HTTP/2 transport (raw TCP carries frames only)")
+    }
+
+    public func openStream(authorization: String?) async throws -> any FrameStream {
+        let (replies, continuation) = AsyncStream<[UInt8]>.makeStream()
+        let channel = try await connect(onFrame: { frame, _ in continuation.yield(frame) }, onClose: { _ in continuation.finish() })
+        continuation.onTermination = { _ in channel.close(promise: nil) }
+        return TCPFrameStream(channel: channel, replies: replies)
+    }
+
+    public func close() async {
+        if let c = connection.withLock({ current -> Connection? in defer { current = nil }; return current }) {
+            try? await c.channel.close()
+        }
+    }
+}
+
+/// A dedicated raw-TCP connection used as one long-lived stream.
+struct TCPFrameStream: FrameStream {
+    let channel: any Channel
+    let replies: AsyncStream<[UInt8]>
+
+    func write(_ frames: [UInt8]) { channel.writeAndFlush(ByteBuffer(bytes: frames), promise: nil) }
+    func finish() { channel.close(mode: .output, promise: nil) }
+}
+
+/// Splits the reply byte stream into frames (by the header's length) and hands each on whole.
+final class FrameReader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let onFrame: @Sendable ([UInt8], UInt64) -> Void
+    private let onClose: @Sendable (String) -> Void
+    private var buffer = ByteBuffer()
+    private var closed = false
+
+    init(onFrame: @escaping @Sendable ([UInt8], UInt64) -> Void, onClose: @escaping @Sendable (String) -> Void) {
+        self.onFrame = onFrame
+        self.onClose = onClose
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        buffer.writeBuffer(&incoming)
+        while buffer.readableBytes >= Wire.headerSize {
+            guard let length = buffer.getInteger(at: buffer.readerIndex + 8, endianness: .little, as: UInt32.self),
+                let id = buffer.getInteger(at: buffer.readerIndex + 12, endianness: .little, as: UInt64.self)
+            else { break }
+            let total = Wire.headerSize + Int(length)
+            guard total <= Wire.headerSize + Wire.maxErrorMessageBytes + Wire.errorPrefixSize + 65_536 else {
+                finish(context, "the server sent a frame of \(total) bytes")
+                return
+            }
+            guard let frame = buffer.readBytes(length: total) else { break }
+            onFrame(frame, id)
+        }
+        buffer.discardReadBytes()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed { finish(context, "the server closed the connection") }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(context, "connection closed")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(context, "\(error)")
+    }
+
+    private func finish(_ context: ChannelHandlerContext, _ why: String) {
+        guard !closed else { return }
+        closed = true
+        onClose(why)
+        context.close(promise: nil)
+    }
+}
