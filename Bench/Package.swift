@@ -14,8 +14,25 @@ let package = Package(
         .package(name: "raffled", path: "../"),
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
+        // The load harness: drop / bulk / mobile / single / get / smoke (see README.md in this folder).
+        .executableTarget(
+            name: "raffle-bench",
+            dependencies: [
+                .product(name: "RaffleClient", package: "raffled"),
+                .product(name: "RaffleHTTP2", package: "raffled"),
+                .product(name: "RaffleWire", package: "raffled"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "Sources/RaffleBench",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // A unique-entry load generator for durable batched ingest (until raffle-bench exists).
         .executableTarget(
             name: "IngestLoad",

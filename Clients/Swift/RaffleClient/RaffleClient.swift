@@ -55,6 +55,7 @@ public final class RaffleClient: Sendable {
     let budget: RetryBudget
     private let nextRequestID = Atomic<UInt64>(1)
     private let attempts = Atomic<UInt64>(0)
+    private let throttles = Atomic<UInt64>(0)
     private let random = Mutex(SystemRandomNumberGenerator())
     private let batcher: Batcher
 
@@ -68,6 +69,9 @@ public final class RaffleClient: Sendable {
 
     /// Attempts made so far (first tries and retries), for callers who watch their retry rate.
     public var attemptCount: UInt64 { attempts.load(ordering: .relaxed) }
+
+    /// Attempts the server answered `throttled` so far.
+    public var throttledCount: UInt64 { throttles.load(ordering: .relaxed) }
 
     /// A fresh request id.
     func requestID() -> UInt64 { nextRequestID.add(1, ordering: .relaxed).oldValue }
@@ -166,6 +170,7 @@ public final class RaffleClient: Sendable {
             case .done(let value):
                 return value
             case .throttled(let ms, let reason):
+                throttles.add(1, ordering: .relaxed)
                 delay = retryAfterDelay(ms)
                 lastFailure = "throttled (\(reason)) for \(ms) ms"
                 spendsBudget = false  // the server chose when to come back: that does not hammer it

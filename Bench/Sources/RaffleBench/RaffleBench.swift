@@ -1,0 +1,449 @@
+import ArgumentParser
+import Foundation
+import RaffleClient
+import RaffleClientHTTP2
+import RaffleClientSockets
+import RaffleWire
+import Synchronization
+
+/// `raffle-bench`: the load harness. Each scenario runs against a raffled it starts itself (fresh
+/// data directory, durability fsync by default) or one given with `--target`, sends unique entries,
+/// shows a live progress line, and ends with a table, optionally a JSON file and an SVG picture.
+@main
+struct RaffleBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "raffle-bench",
+        abstract: "Load harness for raffled: drop spikes, bulk ingest, mobile traffic, and calibration.",
+        discussion: """
+            Scenarios: drop (N users, one entry each through RaffleClient with its backoff, arriving within T \
+            seconds), bulk (K partners streaming batches), mobile (open-loop requests of 1-10 entries), single \
+            (closed-loop single-entry POSTs, for the h2o comparison), get (calibration: plain GETs against any \
+            HTTP/2 server, compared with h2load), smoke (a tiny run of each that checks acknowledged = stored).
+            """,
+        subcommands: [Drop.self, Bulk.self, Mobile.self, Single.self, Get.self, Smoke.self]
+    )
+}
+
+enum TransportKind: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case http2, tcp, udp
+}
+
+struct CommonOptions: ParsableArguments {
+    @Option(help: "A running raffled, HOST:PORT (raw TCP and UDP at +1 and +2). Default: start one.") var target: String?
+    @Option(help: "The raffled executable to start (default: ../.build/release/raffled, then debug).") var raffled: String?
+    @Option(help: "Durability of the raffled this run starts: fsync or none.") var durability = "fsync"
+    @Option(parsing: .unconditionalSingleValue, help: "Extra argument for the raffled this run starts (repeat), e.g. --server-arg=--global-rate=100000.")
+    var serverArg: [String] = []
+    @Option(help: "Transport: http2, tcp or udp.") var transport: TransportKind = .http2
+    @Option(help: "Write the result as JSON here.") var json: String?
+    @Option(help: "Draw throughput and p50/p99 latency over time as SVG here.") var svg: String?
+
+    func start() throws -> Target {
+        if let target { return try Target(address: target) }
+        return try Target(start: Target.locate(raffled), durability: durability, arguments: serverArg)
+    }
+
+    func finish(_ result: RunResult) throws {
+        result.printTable()
+        if let json {
+            try result.writeJSON(json)
+            print("wrote \(json)")
+        }
+        if let svg {
+            try result.svg().write(toFile: svg, atomically: true, encoding: .utf8)
+            print("wrote \(svg)")
+        }
+    }
+}
+
+/// Makes client transports for a target.
+func transport(_ kind: TransportKind, _ target: Target) throws -> any RaffleTransport {
+    switch kind {
+    case .http2: return HTTP2Transport(host: target.host, port: target.port)
+    case .tcp:
+        guard let port = target.tcpPort else { throw BenchError("the server has raw TCP off") }
+        return TCPTransport(host: target.host, port: port)
+    case .udp:
+        guard let port = target.udpPort else { throw BenchError("the server has UDP off") }
+        return UDPTransport(host: target.host, port: port)
+    }
+}
+
+/// Reads back how many entries the server holds for `raffle`, and fills in `lost`.
+func verify(_ result: inout RunResult, admin: RaffleClient, raffle: UInt64, expected: Int) async throws {
+    let stored = try await admin.raffle(raffle).entries
+    result.entriesStored = stored
+    result.lost = max(expected - stored, 0)
+    if stored != expected { result.notes.append("expected \(expected) entries stored, found \(stored)") }
+}
+
+// MARK: - drop
+
+struct Drop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "A drop spike: N users, one entry each through RaffleClient (with its backoff), arriving within T seconds.")
+    @OptionGroup var common: CommonOptions
+    @Option(help: "Users, each entering once.") var users = 1_000_000
+    @Option(help: "Seconds over which they arrive (evenly).") var within = 60.0
+    @Option(help: "Client connections (sockets) the users are spread over.") var connections = 32
+
+    func run() async throws {
+        let result = try await runDrop(common: common, users: users, within: within, connections: connections)
+        try common.finish(result)
+        if result.lost != 0 { throw ExitCode(1) }
+    }
+}
+
+func runDrop(common: CommonOptions, users: Int, within: Double, connections: Int) async throws -> RunResult {
+    let target = try common.start()
+    defer { target.stop() }
+    let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
+    let raffle = try await admin.createRaffle(title: "drop", duration: .seconds(86_400))
+    var config = RaffleClientConfiguration()
+    config.deadline = .seconds(600)
+    let clients = try (0..<max(connections, 1)).map { _ in RaffleClient(transport: try transport(common.transport, target), configuration: config) }
+    let recorder = Recorder()
+    let finished = DoneFlag()
+    let progress = progressLoop(recorder, label: "drop", total: users) { finished.value.load(ordering: .relaxed) }
+    let start = ContinuousClock.now
+    let interval = within / Double(max(users, 1))
+    let base = UInt64.random(in: 1...(1 << 40))
+    await withDiscardingTaskGroup { group in
+        var next = 0
+        while next < users {
+            let elapsed = (ContinuousClock.now - start).seconds
+            let due = min(users, Int(elapsed / max(interval, 1e-12)) + 1)
+            while next < due {
+                let i = next
+                let client = clients[i % clients.count]
+                let scheduled = start + .seconds(Double(i) * interval)
+                group.addTask {
+                    do {
+                        let outcomes = try await client.submit([Entry(userID: base + UInt64(i))], to: raffle.id)
+                        recorder.ack(entries: 1, micros: (ContinuousClock.now - scheduled).micros, notAccepted: outcomes.first == .accepted ? 0 : 1)
+                    } catch {
+                        recorder.error()
+                    }
+                }
+                next += 1
+            }
+            if next < users { try? await Task.sleep(for: .milliseconds(2)) }
+        }
+    }
+    let seconds = (ContinuousClock.now - start).seconds
+    finished.value.store(true, ordering: .relaxed)
+    progress.cancel()
+    _ = recorder.tick()
+    let attempts = clients.reduce(0) { $0 + Int($1.attemptCount) }
+    let throttled = clients.reduce(0) { $0 + Int($1.throttledCount) }
+    var result = RunResult(
+        scenario: "drop", transport: common.transport.rawValue, target: target,
+        parameters: ["users": grouped(users), "arrive within": "\(within) s", "connections": "\(connections)"], recorder: recorder, seconds: seconds)
+    result.attemptsPerEntry = Double(attempts) / Double(max(users, 1))
+    result.throttledShare = Double(throttled) / Double(max(attempts, 1))
+    try await verify(&result, admin: admin, raffle: raffle.id, expected: users)
+    if recorder.errors > 0 { result.notes.append("\(recorder.errors) users gave up (deadline or budget)") }
+    result.notes.append("time until every entry was acknowledged: \(String(format: "%.2f", seconds)) s")
+    for c in clients { await c.transport.close() }
+    await admin.transport.close()
+    return result
+}
+
+// MARK: - bulk
+
+struct Bulk: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Bulk ingest: K partner connections streaming batches of B entries.")
+    @OptionGroup var common: CommonOptions
+    @Option(help: "Partner connections, each with one bulk stream.") var partners = 4
+    @Option(help: "Entries per batch.") var batch = 1_000
+    @Option(help: "Batches in flight per partner.") var window = 8
+    @Option(help: "Entries in all.") var entries = 4_000_000
+
+    func run() async throws {
+        let result = try await runBulk(common: common, partners: partners, batch: batch, window: window, entries: entries)
+        try common.finish(result)
+        if result.lost != 0 { throw ExitCode(1) }
+    }
+}
+
+func runBulk(common: CommonOptions, partners: Int, batch: Int, window: Int, entries: Int) async throws -> RunResult {
+    let target = try common.start()
+    defer { target.stop() }
+    let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
+    let raffle = try await admin.createRaffle(title: "bulk", duration: .seconds(86_400))
+    var config = RaffleClientConfiguration()
+    config.streamWindow = window
+    config.deadline = .seconds(120)
+    let recorder = Recorder()
+    let finished = DoneFlag()
+    let progress = progressLoop(recorder, label: "bulk", total: entries) { finished.value.load(ordering: .relaxed) }
+    let batches = (entries + batch - 1) / batch
+    let next = Counter()
+    let base = UInt64.random(in: 1...(1 << 40))
+    let start = ContinuousClock.now
+    let kind = common.transport
+    let clients = try (0..<max(partners, 1)).map { _ in RaffleClient(transport: try transport(common.transport, target), configuration: config) }
+    try await withThrowingTaskGroup(of: Void.self) { partnersGroup in
+        for client in clients {
+            partnersGroup.addTask {
+                if kind == .udp {
+                    // No streams over UDP: datagram-sized batches through submit, `window` at a time.
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for _ in 0..<window {
+                            group.addTask {
+                                while true {
+                                    let k = next.value.add(1, ordering: .relaxed).oldValue
+                                    guard k < batches else { return }
+                                    let n = min(batch, entries - k * batch)
+                                    let sent = ContinuousClock.now
+                                    let outcomes = try await client.submit((0..<n).map { Entry(userID: base + UInt64(k * batch + $0)) }, to: raffle.id)
+                                    recorder.ack(entries: n, micros: (ContinuousClock.now - sent).micros, notAccepted: outcomes.filter { $0 != .accepted }.count)
+                                }
+                            }
+                        }
+                        try await group.waitForAll()
+                    }
+                    return
+                }
+                let stream = client.bulkStream(raffle: raffle.id)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    while true {
+                        let k = next.value.add(1, ordering: .relaxed).oldValue
+                        guard k < batches else { break }
+                        let n = min(batch, entries - k * batch)
+                        let slice = (0..<n).map { Entry(userID: base + UInt64(k * batch + $0)) }
+                        try await stream.waitForWindow()
+                        group.addTask {
+                            let sent = ContinuousClock.now
+                            let outcomes = try await stream.send(slice)
+                            recorder.ack(entries: n, micros: (ContinuousClock.now - sent).micros, notAccepted: outcomes.filter { $0 != .accepted }.count)
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                await stream.close()
+            }
+        }
+        try await partnersGroup.waitForAll()
+    }
+    let seconds = (ContinuousClock.now - start).seconds
+    finished.value.store(true, ordering: .relaxed)
+    progress.cancel()
+    _ = recorder.tick()
+    var result = RunResult(
+        scenario: "bulk", transport: common.transport.rawValue, target: target,
+        parameters: ["partners": "\(partners)", "batch": grouped(common.transport == .udp ? min(batch, 72) : batch), "window": "\(window)", "entries": grouped(entries)],
+        recorder: recorder, seconds: seconds)
+    let attempts = clients.reduce(0) { $0 + Int($1.attemptCount) }
+    result.throttledShare = Double(clients.reduce(0) { $0 + Int($1.throttledCount) }) / Double(max(attempts, 1))
+    try await verify(&result, admin: admin, raffle: raffle.id, expected: entries)
+    result.notes.append("latency is per batch, from send to its durable ack")
+    for c in clients { await c.transport.close() }
+    await admin.transport.close()
+    return result
+}
+
+// MARK: - mobile
+
+struct Mobile: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Mobile traffic: open-loop requests of 1-10 entries at a target rate over many connections.")
+    @OptionGroup var common: CommonOptions
+    @Option(help: "Requests per second (open loop: sent on schedule whatever the replies).") var rate = 20_000
+    @Option(help: "Seconds to run.") var seconds = 10.0
+    @Option(help: "Client connections.") var connections = 64
+
+    func run() async throws {
+        let result = try await runMobile(common: common, rate: rate, seconds: seconds, connections: connections)
+        try common.finish(result)
+        if result.lost != 0 { throw ExitCode(1) }
+    }
+}
+
+func runMobile(common: CommonOptions, rate: Int, seconds runFor: Double, connections: Int) async throws -> RunResult {
+    let target = try common.start()
+    defer { target.stop() }
+    let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
+    let raffle = try await admin.createRaffle(title: "mobile", duration: .seconds(86_400))
+    let clients = try (0..<max(connections, 1)).map { _ in RaffleClient(transport: try transport(common.transport, target)) }
+    let recorder = Recorder()
+    let finished = DoneFlag()
+    let progress = progressLoop(recorder, label: "mobile", total: nil) { finished.value.load(ordering: .relaxed) }
+    let total = Int(Double(rate) * runFor)
+    let interval = 1.0 / Double(max(rate, 1))
+    let users = Atomic<UInt64>(UInt64.random(in: 1...(1 << 40)))
+    let firstUser = users.load(ordering: .relaxed)
+    let start = ContinuousClock.now
+    await withDiscardingTaskGroup { group in
+        var next = 0
+        while next < total {
+            let due = min(total, Int((ContinuousClock.now - start).seconds / interval) + 1)
+            while next < due {
+                let i = next
+                let client = clients[i % clients.count]
+                let scheduled = start + .seconds(Double(i) * interval)
+                let n = Int.random(in: 1...10)
+                let first = users.add(UInt64(n), ordering: .relaxed).oldValue
+                group.addTask {
+                    do {
+                        let outcomes = try await client.submit((0..<n).map { Entry(userID: first + UInt64($0)) }, to: raffle.id)
+                        recorder.ack(entries: n, micros: (ContinuousClock.now - scheduled).micros, notAccepted: outcomes.filter { $0 != .accepted }.count)
+                    } catch {
+                        recorder.error()
+                    }
+                }
+                next += 1
+            }
+            if next < total { try? await Task.sleep(for: .milliseconds(1)) }
+        }
+    }
+    let seconds = (ContinuousClock.now - start).seconds
+    finished.value.store(true, ordering: .relaxed)
+    progress.cancel()
+    _ = recorder.tick()
+    var result = RunResult(
+        scenario: "mobile", transport: common.transport.rawValue, target: target,
+        parameters: ["target rate": "\(grouped(rate)) requests/s", "seconds": "\(runFor)", "connections": "\(connections)", "entries per request": "1-10"],
+        recorder: recorder, seconds: seconds)
+    let attempts = clients.reduce(0) { $0 + Int($1.attemptCount) }
+    result.throttledShare = Double(clients.reduce(0) { $0 + Int($1.throttledCount) }) / Double(max(attempts, 1))
+    result.attemptsPerEntry = nil
+    try await verify(&result, admin: admin, raffle: raffle.id, expected: Int(users.load(ordering: .relaxed) - firstUser))
+    result.notes.append("latency is measured from each request's scheduled time (no coordinated omission)")
+    if result.requestsPerSecond < Double(rate) * 0.95 {
+        result.notes.append("the achieved rate is below the target: the load generator or the server could not keep up")
+    }
+    for c in clients { await c.transport.close() }
+    await admin.transport.close()
+    return result
+}
+
+// MARK: - single, get
+
+struct Single: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Closed-loop single-entry POSTs over HTTP/2, every user fresh (the figure compared with h2o).")
+    @OptionGroup var common: CommonOptions
+    @Option(help: "Requests in all.") var requests = 1_000_000
+    @Option(help: "Connections.") var connections = 16
+    @Option(help: "Streams in flight per connection.") var inFlight = 32
+
+    func run() async throws {
+        let target = try common.start()
+        defer { target.stop() }
+        let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
+        let raffle = try await admin.createRaffle(title: "single", duration: .seconds(86_400))
+        let recorder = Recorder()
+        let finished = DoneFlag()
+        let progress = progressLoop(recorder, label: "single", total: requests) { finished.value.load(ordering: .relaxed) }
+        let start = ContinuousClock.now
+        try await runH2Load(
+            host: target.host, port: target.port,
+            plan: H2LoadPlan(request: .singleEntry(raffle: raffle.id), connections: connections, inFlight: inFlight, requests: requests),
+            recorder: recorder, userBase: UInt64.random(in: 1...(1 << 40)))
+        let seconds = (ContinuousClock.now - start).seconds
+        finished.value.store(true, ordering: .relaxed)
+        progress.cancel()
+        _ = recorder.tick()
+        var result = RunResult(
+            scenario: "single", transport: "http2", target: target,
+            parameters: ["requests": grouped(requests), "connections": "\(connections)", "in flight per connection": "\(inFlight)"],
+            recorder: recorder, seconds: seconds)
+        result.attemptsPerEntry = Double(recorder.requests + recorder.throttled) / Double(max(recorder.requests, 1))
+        try await verify(&result, admin: admin, raffle: raffle.id, expected: recorder.entries)
+        await admin.transport.close()
+        try common.finish(result)
+        if result.lost != 0 || recorder.notAccepted > 0 { throw ExitCode(1) }
+    }
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Calibration: closed-loop GETs against any HTTP/2 server (e.g. h2o), beside h2load's rate on the same server.")
+    @Option(help: "The server, HOST:PORT.") var target: String
+    @Option(help: "Path to GET.") var path = "/"
+    @Option(help: "Requests in all.") var requests = 1_000_000
+    @Option(help: "Connections.") var connections = 16
+    @Option(help: "Streams in flight per connection.") var inFlight = 32
+    @Flag(help: "Also run h2load with the same shape and compare (needs h2load).") var compare = false
+
+    func run() async throws {
+        guard let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]) else {
+            throw ValidationError("--target: expected HOST:PORT")
+        }
+        let host = String(target[..<colon])
+        let recorder = Recorder()
+        let start = ContinuousClock.now
+        try await runH2Load(
+            host: host, port: port, plan: H2LoadPlan(request: .get(path: path), connections: connections, inFlight: inFlight, requests: requests),
+            recorder: recorder, userBase: 0)
+        let seconds = (ContinuousClock.now - start).seconds
+        let ours = Double(recorder.requests) / seconds
+        print(String(format: "raffle-bench get: %d requests in %.2f s = %.0f req/s (%d errors), -c%d -m%d, one core", recorder.requests, seconds, ours, recorder.errors, connections, inFlight))
+        guard compare else { return }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["h2load", "-c\(connections)", "-m\(inFlight)", "-t1", "-n", "\(requests)", "http://\(target)\(path)"]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        p.waitUntilExit()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.contains("finished in") }),
+            let rate = Double(line.split(separator: " ").dropFirst(3).first?.replacingOccurrences(of: ",", with: "") ?? "")
+        else {
+            throw BenchError("could not read h2load's rate: \(text.suffix(300))")
+        }
+        let ratio = ours / rate
+        print(String(format: "h2load get:      %.0f req/s on the same server; raffle-bench / h2load = %.2f — %@", rate, ratio,
+                     ratio >= 0.9 ? "within 10%: the generator is calibrated" : "MORE THAN 10% SLOWER: raffle-bench is the bottleneck here"))
+    }
+}
+
+// MARK: - smoke
+
+struct Smoke: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "A tiny run of each scenario and transport that checks acknowledged = stored (for CI, not for speed).")
+    @Option(help: "The raffled executable (default: ../.build/release/raffled, then debug).") var raffled: String?
+    @Option(help: "Directory for the JSON and SVG outputs (default: a temporary one).") var out: String?
+
+    func run() async throws {
+        let dir = out ?? FileManager.default.temporaryDirectory.appendingPathComponent("raffle-bench-smoke-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var failures: [String] = []
+        func common(_ transport: TransportKind, _ name: String) throws -> CommonOptions {
+            var args = ["--transport", transport.rawValue, "--json", "\(dir)/\(name).json", "--svg", "\(dir)/\(name).svg"]
+            if let raffled { args += ["--raffled", raffled] }
+            return try CommonOptions.parse(args)
+        }
+        let runs: [(String, () async throws -> RunResult)] = [
+            ("drop-http2", { try await runDrop(common: try common(.http2, "drop-http2"), users: 3_000, within: 1, connections: 8) }),
+            ("drop-udp", { try await runDrop(common: try common(.udp, "drop-udp"), users: 500, within: 1, connections: 4) }),
+            ("bulk-http2", { try await runBulk(common: try common(.http2, "bulk-http2"), partners: 2, batch: 500, window: 4, entries: 10_000) }),
+            ("bulk-tcp", { try await runBulk(common: try common(.tcp, "bulk-tcp"), partners: 2, batch: 500, window: 4, entries: 10_000) }),
+            ("mobile-http2", { try await runMobile(common: try common(.http2, "mobile-http2"), rate: 500, seconds: 2, connections: 8) }),
+        ]
+        for (name, run) in runs {
+            let result = try await run()
+            try common(.http2, name).finish(result)
+            let ok = result.lost == 0 && result.entriesStored == result.entriesAcknowledged && result.entriesAcknowledged > 0
+            print("smoke \(name): \(ok ? "ok" : "FAILED") — acknowledged \(result.entriesAcknowledged), stored \(result.entriesStored.map(String.init) ?? "?")")
+            if !ok { failures.append(name) }
+        }
+        if !failures.isEmpty {
+            print("smoke: FAILED: \(failures.joined(separator: ", "))")
+            throw ExitCode(1)
+        }
+        print("smoke: every scenario stored exactly what it acknowledged (outputs in \(dir))")
+    }
+}
+
+/// A flag shared with tasks.
+final class DoneFlag: Sendable {
+    let value = Atomic<Bool>(false)
+}
+
+/// A counter shared with tasks.
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
+}
