@@ -31,7 +31,9 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             path: "Sources/RaffleBench",
-            swiftSettings: [.swiftLanguageMode(.v6)]
+            // As in the server's hot modules: no dynamic exclusivity checks in release builds (the
+            // generator's per-request state is owned by one event loop; see the root Package.swift).
+            swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         // A unique-entry load generator for durable batched ingest (until raffle-bench exists).
         .executableTarget(

@@ -61,6 +61,8 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     private let finished: EventLoopPromise<Void>
     private var open = 0
     private var inReceive = false
+    /// Recorded here and handed to the shared recorder in bunches (no lock per request).
+    private var local = LocalRecord()
 
     init(plan: H2LoadPlan, shared: H2LoadShared, recorder: Recorder, finished: EventLoopPromise<Void>) {
         self.plan = plan
@@ -69,6 +71,18 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         self.finished = finished
         slots = Array(repeating: Slot(), count: plan.inFlight)
         free = Array((0..<plan.inFlight).reversed())
+        // Every request has the same header block: built once per connection.
+        switch plan.request {
+        case .get(let path):
+            headers.add(":method", "GET")
+            headers.add(":path", path)
+        case .singleEntry:
+            headers.add(":method", "POST")
+            headers.add(":path", Wire.entriesPath)
+        }
+        headers.add(":scheme", "http")
+        headers.add(":authority", "raffled")
+        if case .singleEntry = plan.request { headers.add("content-type", Wire.contentType) }
         switch plan.request {
         case .get: body = []
         case .singleEntry(let raffle):
@@ -97,6 +111,7 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        recorder.merge(&local)
         session?.close()
         session = nil
         finished.succeed(())
@@ -134,18 +149,6 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         let n = shared.next.add(1, ordering: .relaxed).oldValue
         guard n < shared.total else { return false }
         free.removeLast()
-        headers.removeAll()
-        switch plan.request {
-        case .get(let path):
-            headers.add(":method", "GET")
-            headers.add(":path", path)
-        case .singleEntry:
-            headers.add(":method", "POST")
-            headers.add(":path", Wire.entriesPath)
-        }
-        headers.add(":scheme", "http")
-        headers.add(":authority", "raffled")
-        if case .singleEntry = plan.request { headers.add("content-type", Wire.contentType) }
         guard let id = try? session.submitRequest(headers: headers, hasBody: !body.isEmpty) else {
             free.append(i)
             shared.failed.add(1, ordering: .relaxed)
@@ -214,10 +217,9 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         let micros = (ContinuousClock.now - slots[i].start).micros
         switch plan.request {
         case .get:
-            if slots[i].status == 200 { recorder.ack(entries: 0, micros: micros) } else { recorder.error() }
+            if slots[i].status == 200 { local.ack(entries: 0, micros: micros) } else { local.errors += 1 }
         case .singleEntry:
-            let reply = slots[i].reply
-            let accepted: Int? = reply.withUnsafeBytes { raw in
+            let accepted: Int? = slots[i].reply.withUnsafeBytes { raw in
                 guard let view = try? FrameDecoder(receiver: .client).decode(raw) else { return nil }
                 switch view.payload {
                 case .batchAck(let ack): return ack.acceptedCount
@@ -226,12 +228,12 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
                 }
             }
             switch accepted {
-            case .some(-1): recorder.throttle()
-            case .some(let a): recorder.ack(entries: 1, micros: micros, notAccepted: 1 - a)
-            case .none: recorder.error()
+            case .some(-1): local.throttled += 1
+            case .some(let a): local.ack(entries: 1, micros: micros, notAccepted: 1 - a)
+            case .none: local.errors += 1
             }
         }
-        shared.done.add(1, ordering: .relaxed)
+        if local.count >= 4_096 { recorder.merge(&local) }
     }
 }
 

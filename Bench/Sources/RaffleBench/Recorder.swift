@@ -45,6 +45,24 @@ final class Recorder: Sendable {
         }
     }
 
+    /// Adds what one connection recorded locally, and clears it.
+    func merge(_ local: inout LocalRecord) {
+        guard local.count > 0 || local.throttled > 0 || local.errors > 0 else { return }
+        state.withLock { s in
+            s.overall.add(local.histogram)
+            s.interval.add(local.histogram)
+            s.entries += local.entries
+            s.requests += local.count
+            s.intervalEntries += local.entries
+            s.intervalRequests += local.count
+            s.notAccepted += local.notAccepted
+            s.throttled += local.throttled
+            s.intervalThrottled += local.throttled
+            s.errors += local.errors
+        }
+        local.reset()
+    }
+
     /// A reply of `throttled` (the request will be retried by its sender).
     func throttle() { state.withLock { s in s.throttled += 1; s.intervalThrottled += 1 } }
 
@@ -108,5 +126,31 @@ func progressLoop(_ recorder: Recorder, label: String, total: Int?, until done: 
             last = entries
         }
         _ = last
+    }
+}
+
+/// What one event-loop connection records between merges into the shared `Recorder`.
+struct LocalRecord {
+    var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 100_000_000, numberOfSignificantValueDigits: .three)
+    var count = 0
+    var entries = 0
+    var notAccepted = 0
+    var throttled = 0
+    var errors = 0
+
+    mutating func ack(entries: Int, micros: UInt64, notAccepted: Int = 0) {
+        _ = histogram.record(max(micros, 1))
+        count += 1
+        self.entries += entries
+        self.notAccepted += notAccepted
+    }
+
+    mutating func reset() {
+        histogram.reset()
+        count = 0
+        entries = 0
+        notAccepted = 0
+        throttled = 0
+        errors = 0
     }
 }
