@@ -32,6 +32,8 @@ let package = Package(
         .library(name: "RaffleServer", targets: ["RaffleServer"]),
         .library(name: "RaffleHTTP2", targets: ["RaffleHTTP2"]),
         .library(name: "RaffleAdmission", targets: ["RaffleAdmission"]),
+        .library(name: "RaffleCore", targets: ["RaffleCore"]),
+        .library(name: "RaffleLedger", targets: ["RaffleLedger", "RaffleStorage"]),
         .library(name: "RaffleClient", targets: ["RaffleClient", "RaffleClientHTTP2", "RaffleClientSockets"]),
         .executable(name: "raffled", targets: ["raffled"]),
         .executable(name: "raffle", targets: ["raffle"]),

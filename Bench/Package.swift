@@ -16,6 +16,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        // The gRPC peer (grpc-peer only: raffle-bench does not build these).
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // The load harness: drop / bulk / mobile / single / get / smoke (see README.md in this folder).
@@ -34,6 +39,21 @@ let package = Package(
             // As in the server's hot modules: no dynamic exclusivity checks in release builds (the
             // generator's per-request state is owned by one event loop; see the root Package.swift).
             swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+        ),
+        // The same ledger behind grpc-swift-2 + protobuf: the peer a Swift team would build instead.
+        .executableTarget(
+            name: "grpc-peer",
+            dependencies: [
+                .product(name: "RaffleLedger", package: "raffled"),
+                .product(name: "RaffleCore", package: "raffled"),
+                .product(name: "RaffleWire", package: "raffled"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "Sources/GRPCPeer",
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         // A unique-entry load generator for durable batched ingest (until raffle-bench exists).
         .executableTarget(
