@@ -76,6 +76,9 @@ disk=$(python3 Bench/scripts/disk-limit.py "$tmp" 3 | tee "$out/disk.txt" | awk 
 echo "== drop spike: $USERS users within $WITHIN s (raffle-bench drop, default throttling)"
 pin $client_core $bench drop --raffled "$tmp/raffled" --users "$USERS" --within "$WITHIN" --json "$out/drop.json" --svg "$out/drop.svg" | tee "$out/drop.txt"
 
+echo "== drop beyond capacity: 100,000 users within 2 s against a server admitting 10,000 entries/s (waiting room)"
+pin $client_core $bench drop --raffled "$tmp/raffled" --server-arg=--global-rate=10000 --server-arg=--global-burst=10000 --users 100000 --within 2 --json "$out/drop-overload.json" --svg "$out/drop-overload.svg" | tee "$out/drop-overload.txt"
+
 echo "== mobile: 20,000 requests/s of 1-10 entries, open loop"
 pin $client_core $bench mobile --raffled "$tmp/raffled" "${capacity[@]}" --rate 20000 --seconds "$MOBILE_S" --json "$out/mobile.json" --svg "$out/mobile.svg" | tee "$out/mobile.txt"
 

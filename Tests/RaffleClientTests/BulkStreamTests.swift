@@ -11,15 +11,8 @@ import Testing
 
 @Suite("BulkStream against a real raffled on 127.0.0.1", .timeLimit(.minutes(1)))
 struct BulkStreamTests {
-    static func start(port: Int = 0, data: String) async throws -> RaffleServer {
-        var config = ServerConfiguration()
-        config.port = port
-        config.dataDirectory = data
-        config.eventLoops = 1
-        config.ingestBufferBytes = 1 << 20
-        var logger = Logger(label: "bulk-test")
-        logger.logLevel = .critical
-        return try await RaffleServer.start(configuration: config, logger: logger)
+    static func start(port: Int = 0, data: TempDir) async throws -> RaffleServer {
+        try await TestServer.start(in: data, port: port).0
     }
 
     static func batch(_ k: Int, size: Int) -> [Entry] {
@@ -28,7 +21,7 @@ struct BulkStreamTests {
 
     @Test func batchesShareOneStreamAndEachGetsItsOwnAck() async throws {
         let dir = TempDir()
-        let s = try await Self.start(data: dir.path)
+        let s = try await Self.start(data: dir)
         var config = RaffleClientConfiguration()
         config.streamWindow = 3
         let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: config)
@@ -67,7 +60,7 @@ struct BulkStreamTests {
 
     @Test func nonRetryableErrorsFailOnlyTheirBatch() async throws {
         let dir = TempDir()
-        let s = try await Self.start(data: dir.path)
+        let s = try await Self.start(data: dir)
         let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port))
         let raffle = try await client.createRaffle(title: "Bulk", duration: .seconds(600))
         let wrong = client.bulkStream(raffle: 424_242)
@@ -87,7 +80,7 @@ struct BulkStreamTests {
 
     @Test func aServerRestartedMidStreamLosesAndDoublesNothing() async throws {
         let dir = TempDir()
-        let first = try await Self.start(data: dir.path)
+        let first = try await Self.start(data: dir)
         let port = first.port
         let server = Mutex<RaffleServer?>(first)
         var config = RaffleClientConfiguration()
@@ -111,7 +104,7 @@ struct BulkStreamTests {
                     // Restart the server while batches are in flight on the stream.
                     while tally.acked.load(ordering: .relaxed) < 5 { try await Task.sleep(for: .milliseconds(5)) }
                     await first.shutdown(grace: .milliseconds(100))
-                    let second = try await Self.start(port: port, data: dir.path)
+                    let second = try await Self.start(port: port, data: dir)
                     server.withLock { $0 = second }
                 }
             }

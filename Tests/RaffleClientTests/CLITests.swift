@@ -59,14 +59,7 @@ final class PipeData: @unchecked Sendable {
 @Suite("The raffle command line against a real raffled on 127.0.0.1", .timeLimit(.minutes(1)))
 struct CLITests {
     static func server(_ dir: TempDir) async throws -> RaffleServer {
-        var config = ServerConfiguration()
-        config.port = 0
-        config.dataDirectory = dir.path
-        config.eventLoops = 1
-        config.ingestBufferBytes = 1 << 20
-        var logger = Logger(label: "cli-test")
-        logger.logLevel = .critical
-        return try await RaffleServer.start(configuration: config, logger: logger)
+        try await TestServer.start(in: dir).0
     }
 
     @Test func createSubmitCloseDrawVerifyRoundTrip() async throws {

@@ -59,16 +59,7 @@ struct BackoffTests {
 @Suite("RaffleClient against a real raffled on 127.0.0.1", .timeLimit(.minutes(1)))
 struct ClientEndToEndTests {
     func server(_ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> (RaffleServer, TempDir) {
-        let dir = TempDir()
-        var config = ServerConfiguration()
-        config.port = 0
-        config.dataDirectory = dir.path
-        config.eventLoops = 1
-        config.ingestBufferBytes = 1 << 20
-        configure(&config)
-        var logger = Logger(label: "client-test")
-        logger.logLevel = .warning
-        return (try await RaffleServer.start(configuration: config, logger: logger), dir)
+        try await TestServer.start(configure)
     }
 
     @Test func submitsEntersAndAdminCalls() async throws {

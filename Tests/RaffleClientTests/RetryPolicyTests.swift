@@ -44,16 +44,7 @@ struct RetryPolicyTests {
     }
 
     @Test func throttledRetriesFollowTheServerAndDoNotSpendTheBudget() async throws {
-        let dir = TempDir()
-        var server = ServerConfiguration()
-        server.port = 0
-        server.dataDirectory = dir.path
-        server.eventLoops = 1
-        server.ingestBufferBytes = 1 << 20
-        server.admission.anonymous = RateLimit(ratePerSecond: 20, burst: 6)
-        var logger = Logger(label: "retry-test")
-        logger.logLevel = .critical
-        let s = try await RaffleServer.start(configuration: server, logger: logger)
+        let (s, dir) = try await TestServer.start { $0.admission.anonymous = RateLimit(ratePerSecond: 20, burst: 6) }
         var config = RaffleClientConfiguration()
         config.retryRatio = 0
         config.minimumRetriesPerSecond = 0
@@ -69,5 +60,6 @@ struct RetryPolicyTests {
         #expect(try await client.raffle(raffle.id).entries == 16)
         await client.transport.close()
         await s.shutdown()
+        _ = dir
     }
 }

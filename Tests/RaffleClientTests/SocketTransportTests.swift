@@ -12,16 +12,7 @@ import Testing
 @Suite("RaffleClient over raw TCP and UDP against a real raffled", .timeLimit(.minutes(1)))
 struct SocketTransportTests {
     static func start(_ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> (RaffleServer, TempDir, RaffleClient) {
-        let dir = TempDir()
-        var config = ServerConfiguration()
-        config.port = 0
-        config.dataDirectory = dir.path
-        config.eventLoops = 1
-        config.ingestBufferBytes = 1 << 20
-        configure(&config)
-        var logger = Logger(label: "socket-test")
-        logger.logLevel = .critical
-        let s = try await RaffleServer.start(configuration: config, logger: logger)
+        let (s, dir) = try await TestServer.start(configure)
         return (s, dir, RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port)))
     }
 

@@ -10,32 +10,14 @@ import Testing
 import Glibc
 #endif
 
-/// A raw TCP socket for frames (no HTTP/2).
+/// A raw TCP socket for frames (no HTTP/2): the hardening tests' `RawSocket`, read as frames.
 final class FrameSocket {
-    let fd: Int32
+    private let socket: RawSocket
+    var fd: Int32 { socket.fd }
 
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { throw RawSocket.RawSocketError() }
-        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    }
+    init(port: Int) throws { socket = try RawSocket(port: port) }
 
-    deinit { close(fd) }
-
-    func send(_ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress.map { $0 + offset }, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
-            offset += n
-        }
-    }
+    func send(_ bytes: [UInt8]) { socket.send(bytes) }
 
     func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
 
@@ -165,7 +147,7 @@ struct RawTCPTests {
         t.send(batchFrame(raffle: raffle, users: 2_000..<2_050, requestID: 9))
         #expect(t.read(frames: 1).frames.first?.requestID == 9)
         t.send(Array(batchFrame(raffle: raffle, users: 3_000..<3_050, requestID: 10).prefix(100)))
-        close(t.fd)
+        shutdown(t.fd, Int32(SHUT_RDWR))  // gone mid-frame, without a word
         try await Task.sleep(for: .milliseconds(50))
         #expect(try await f.getJSON("/v1/raffles/\(raffle)", as: RaffleInfo.self).entries == 30 + 50)
         await f.stop()

@@ -106,28 +106,16 @@ func runDrop(common: CommonOptions, users: Int, within: Double, connections: Int
     let finished = DoneFlag()
     let progress = progressLoop(recorder, label: "drop", total: users) { finished.value.load(ordering: .relaxed) }
     let start = ContinuousClock.now
-    let interval = within / Double(max(users, 1))
     let base = UInt64.random(in: 1...(1 << 40))
-    await withDiscardingTaskGroup { group in
-        var next = 0
-        while next < users {
-            let elapsed = (ContinuousClock.now - start).seconds
-            let due = min(users, Int(elapsed / max(interval, 1e-12)) + 1)
-            while next < due {
-                let i = next
-                let client = clients[i % clients.count]
-                let scheduled = start + .seconds(Double(i) * interval)
-                group.addTask {
-                    do {
-                        let outcomes = try await client.submit([Entry(userID: base + UInt64(i))], to: raffle.id)
-                        recorder.ack(entries: 1, micros: (ContinuousClock.now - scheduled).micros, notAccepted: outcomes.first == .accepted ? 0 : 1)
-                    } catch {
-                        recorder.error()
-                    }
-                }
-                next += 1
+    await openLoop(count: users, interval: within / Double(max(users, 1)), start: start) { i, scheduled in
+        let client = clients[i % clients.count]
+        return {
+            do {
+                let outcomes = try await client.submit([Entry(userID: base + UInt64(i))], to: raffle.id)
+                recorder.ack(entries: 1, micros: (ContinuousClock.now - scheduled).micros, notAccepted: outcomes.first == .accepted ? 0 : 1)
+            } catch {
+                recorder.error()
             }
-            if next < users { try? await Task.sleep(for: .milliseconds(2)) }
         }
     }
     let seconds = (ContinuousClock.now - start).seconds
@@ -269,31 +257,21 @@ func runMobile(common: CommonOptions, rate: Int, seconds runFor: Double, connect
     let finished = DoneFlag()
     let progress = progressLoop(recorder, label: "mobile", total: nil) { finished.value.load(ordering: .relaxed) }
     let total = Int(Double(rate) * runFor)
-    let interval = 1.0 / Double(max(rate, 1))
-    let users = Atomic<UInt64>(UInt64.random(in: 1...(1 << 40)))
-    let firstUser = users.load(ordering: .relaxed)
+    var nextUser = UInt64.random(in: 1...(1 << 40))
+    let firstUser = nextUser
     let start = ContinuousClock.now
-    await withDiscardingTaskGroup { group in
-        var next = 0
-        while next < total {
-            let due = min(total, Int((ContinuousClock.now - start).seconds / interval) + 1)
-            while next < due {
-                let i = next
-                let client = clients[i % clients.count]
-                let scheduled = start + .seconds(Double(i) * interval)
-                let n = Int.random(in: 1...10)
-                let first = users.add(UInt64(n), ordering: .relaxed).oldValue
-                group.addTask {
-                    do {
-                        let outcomes = try await client.submit((0..<n).map { Entry(userID: first + UInt64($0)) }, to: raffle.id)
-                        recorder.ack(entries: n, micros: (ContinuousClock.now - scheduled).micros, notAccepted: outcomes.filter { $0 != .accepted }.count)
-                    } catch {
-                        recorder.error()
-                    }
-                }
-                next += 1
+    await openLoop(count: total, interval: 1.0 / Double(max(rate, 1)), start: start) { i, scheduled in
+        let client = clients[i % clients.count]
+        let n = Int.random(in: 1...10)
+        let first = nextUser
+        nextUser += UInt64(n)
+        return {
+            do {
+                let outcomes = try await client.submit((0..<n).map { Entry(userID: first + UInt64($0)) }, to: raffle.id)
+                recorder.ack(entries: n, micros: (ContinuousClock.now - scheduled).micros, notAccepted: outcomes.filter { $0 != .accepted }.count)
+            } catch {
+                recorder.error()
             }
-            if next < total { try? await Task.sleep(for: .milliseconds(1)) }
         }
     }
     let seconds = (ContinuousClock.now - start).seconds
@@ -307,7 +285,7 @@ func runMobile(common: CommonOptions, rate: Int, seconds runFor: Double, connect
     let attempts = clients.reduce(0) { $0 + Int($1.attemptCount) }
     result.throttledShare = Double(clients.reduce(0) { $0 + Int($1.throttledCount) }) / Double(max(attempts, 1))
     result.attemptsPerEntry = nil
-    try await verify(&result, admin: admin, raffle: raffle.id, expected: Int(users.load(ordering: .relaxed) - firstUser))
+    try await verify(&result, admin: admin, raffle: raffle.id, expected: Int(nextUser - firstUser))
     result.notes.append("latency is measured from each request's scheduled time (no coordinated omission)")
     if result.requestsPerSecond < Double(rate) * 0.95 {
         result.notes.append("the achieved rate is below the target: the load generator or the server could not keep up")
@@ -446,4 +424,24 @@ final class DoneFlag: Sendable {
 /// A counter shared with tasks.
 final class Counter: Sendable {
     let value = Atomic<Int>(0)
+}
+
+/// Starts `count` tasks on an open-loop schedule — task `i` at `start + i·interval`, whatever the
+/// earlier ones are doing — and waits for all. `make(i, scheduledTime)` runs on the scheduling task
+/// (it may keep state) and returns the work to start.
+func openLoop(
+    count: Int, interval: Double, start: ContinuousClock.Instant,
+    _ make: (Int, ContinuousClock.Instant) -> @Sendable () async -> Void
+) async {
+    await withDiscardingTaskGroup { group in
+        var next = 0
+        while next < count {
+            let due = min(count, Int((ContinuousClock.now - start).seconds / max(interval, 1e-12)) + 1)
+            while next < due {
+                group.addTask(operation: make(next, start + .seconds(Double(next) * interval)))
+                next += 1
+            }
+            if next < count { try? await Task.sleep(for: .milliseconds(1)) }
+        }
+    }
 }
