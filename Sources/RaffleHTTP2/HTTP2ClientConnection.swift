@@ -48,16 +48,35 @@ public final class HTTP2Client: Sendable {
         return HTTP2Client(channel: channel, handler: handlerBox)
     }
 
-    /// Sends a request and waits for the whole response.
+    /// Sends a request and waits for the whole response; with a `timeout`, fails with
+    /// `HTTP2ClientError` if none came in time (a timer on the event loop, not a task).
     public func request(
-        method: String, path: String, headers: [(String, String)] = [], body: [UInt8]? = nil
+        method: String, path: String, headers: [(String, String)] = [], body: [UInt8]? = nil, timeout: TimeAmount? = nil
     ) async throws -> HTTP2Response {
         let handler = self.handler
-        let promise = channel.eventLoop.makePromise(of: HTTP2Response.self)
-        channel.eventLoop.execute {
+        let loop = channel.eventLoop
+        let promise = loop.makePromise(of: HTTP2Response.self)
+        loop.execute {
             handler.value.start(method: method, path: path, headers: headers, body: body, promise: promise)
         }
-        return try await promise.futureResult.get()
+        guard let timeout else { return try await promise.futureResult.get() }
+        let outer = loop.makePromise(of: HTTP2Response.self)
+        loop.execute {
+            // Both closures run on the loop: the flag needs no lock, and `outer` completes once.
+            let done = NIOLoopBoundBox(false, eventLoop: loop)
+            let timer = loop.scheduleTask(in: timeout) {
+                guard !done.value else { return }
+                done.value = true
+                outer.fail(HTTP2ClientError("no response within \(timeout)"))
+            }
+            promise.futureResult.whenComplete { result in
+                timer.cancel()
+                guard !done.value else { return }
+                done.value = true
+                outer.completeWith(result)
+            }
+        }
+        return try await outer.futureResult.get()
     }
 
     /// Opens a long-lived request stream: write body chunks as you go, read response chunks as
@@ -72,6 +91,9 @@ public final class HTTP2Client: Sendable {
         let id = try await promise.futureResult.get()
         return HTTP2StreamHandle(id: id, handler: handler, chunks: chunks)
     }
+
+    /// Whether the connection is still open (a server may close an idle one).
+    public var isActive: Bool { channel.isActive }
 
     /// Closes the connection.
     public func close() async {

@@ -46,6 +46,9 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         var status = 0
         var reply: [UInt8] = []
         var sent = 0
+        /// This stream's request body: the template, patched in place (nghttp2 reads it lazily, so
+        /// streams in flight cannot share one buffer).
+        var body: [UInt8] = []
     }
 
     private let plan: H2LoadPlan
@@ -88,6 +91,7 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         case .singleEntry(let raffle):
             body = (try? FrameEncoder.encode(Frame(requestID: 0, body: .entryBatch(raffleID: raffle, entries: [Entry(userID: 1)])))) ?? []
         }
+        for i in slots.indices { slots[i].body = body }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -164,7 +168,7 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
         // A fresh user id and request id for this request, patched into the template.
         if !body.isEmpty {
             let user = shared.userBase + UInt64(n)
-            body.withUnsafeMutableBytes { raw in
+            slots[i].body.withUnsafeMutableBytes { raw in
                 raw.storeBytes(of: UInt64(n).littleEndian, toByteOffset: 12, as: UInt64.self)
                 raw.storeBytes(of: user.littleEndian, toByteOffset: Wire.headerSize + 16, as: UInt64.self)
             }
@@ -199,10 +203,11 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
             endOfBody = true
             return 0
         }
-        let n = min(body.count - slots[i].sent, buffer.count)
-        body.withUnsafeBytes { src in buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[slots[i].sent..<(slots[i].sent + n)])) }
+        let n = min(slots[i].body.count - slots[i].sent, buffer.count)
+        let from = slots[i].sent
+        slots[i].body.withUnsafeBytes { src in buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[from..<(from + n)])) }
         slots[i].sent += n
-        if slots[i].sent == body.count { endOfBody = true }
+        if slots[i].sent == slots[i].body.count { endOfBody = true }
         return n
     }
 

@@ -98,7 +98,9 @@ public final class RaffleClient: Sendable {
         }
         return try await withRetries { () async throws(RaffleClientError) -> Attempt<[EntryOutcome]> in
             let reply: FramesReply
-            do { reply = try await self.transport.send(frames: frame, authorization: self.authorization) } catch let e as RaffleClientError {
+            do {
+                reply = try await self.transport.send(frames: frame, authorization: self.authorization, timeout: self.configuration.attemptTimeout)
+            } catch let e as RaffleClientError {
                 return .failed(e)
             } catch {
                 return .failed(RaffleClientError(.connectionFailed, "\(error)"))
@@ -161,7 +163,7 @@ public final class RaffleClient: Sendable {
             }
             attempts.add(1, ordering: .relaxed)
             let result: Attempt<T>
-            do { result = try await withTimeout(configuration.attemptTimeout) { () async throws(RaffleClientError) in try await attempt() } } catch {
+            do { result = try await attempt() } catch {
                 result = .failed(error)
             }
             let delay: Duration
@@ -200,25 +202,4 @@ public final class RaffleClient: Sendable {
         return floor + .nanoseconds(jitter)
     }
 
-    private func withTimeout<T: Sendable>(_ timeout: Duration, _ body: @Sendable @escaping () async throws(RaffleClientError) -> T) async throws(RaffleClientError) -> T {
-        let result: Result<T, RaffleClientError> = await withTaskGroup(of: Result<T, RaffleClientError>?.self) { group in
-            group.addTask {
-                do throws(RaffleClientError) { return .success(try await body()) } catch { return .failure(error) }
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return Task.isCancelled ? nil : .failure(RaffleClientError(.timedOut, "no answer within \(timeout)"))
-            }
-            var outcome: Result<T, RaffleClientError> = .failure(RaffleClientError(.timedOut, "no answer within \(timeout)"))
-            for await next in group {
-                if let next {
-                    outcome = next
-                    break
-                }
-            }
-            group.cancelAll()
-            return outcome
-        }
-        return try result.get()
-    }
 }

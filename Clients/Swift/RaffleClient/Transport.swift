@@ -31,6 +31,11 @@ public struct AdminReply: Sendable {
 public protocol RaffleTransport: Sendable {
     /// Sends one request whose body is `frames` to `POST /v1/entries` and returns the reply.
     func send(frames: [UInt8], authorization: String?) async throws -> FramesReply
+    /// The same, giving up with `RaffleClientError(.timedOut)` after `timeout`. The default runs
+    /// `send(frames:authorization:)` against a timer task; a transport with its own timers (an
+    /// event loop's scheduled tasks) should implement it — a timer task per request is the costliest
+    /// part of a small request on the client side.
+    func send(frames: [UInt8], authorization: String?, timeout: Duration) async throws -> FramesReply
     /// Calls the JSON admin API.
     func admin(method: String, path: String, body: [UInt8]?, authorization: String?) async throws -> AdminReply
     /// Opens a long-lived entries stream (bulk partners).
@@ -43,6 +48,33 @@ public protocol RaffleTransport: Sendable {
 
 extension RaffleTransport {
     public var requiresChecksum: Bool { false }
+
+    public func send(frames: [UInt8], authorization: String?, timeout: Duration) async throws -> FramesReply {
+        try await withAttemptTimeout(timeout) { try await self.send(frames: frames, authorization: authorization) }
+    }
+}
+
+/// Runs `body`, failing with `.timedOut` if it has not finished after `timeout` (a timer task races it).
+func withAttemptTimeout<T: Sendable>(_ timeout: Duration, _ body: @Sendable @escaping () async throws -> T) async throws -> T {
+    let result: Result<T, any Error> = await withTaskGroup(of: Result<T, any Error>?.self) { group in
+        group.addTask {
+            do { return .success(try await body()) } catch { return .failure(error) }
+        }
+        group.addTask {
+            try? await Task.sleep(for: timeout)
+            return Task.isCancelled ? nil : .failure(RaffleClientError(.timedOut, "no answer within \(timeout)"))
+        }
+        var outcome: Result<T, any Error> = .failure(RaffleClientError(.timedOut, "no answer within \(timeout)"))
+        for await next in group {
+            if let next {
+                outcome = next
+                break
+            }
+        }
+        group.cancelAll()
+        return outcome
+    }
+    return try result.get()
 }
 
 /// One long-lived request stream: write frames as you go, read reply bytes as they arrive.

@@ -23,7 +23,10 @@ public final class HTTP2Transport: RaffleTransport {
     }
 
     private func client() async throws -> HTTP2Client {
-        if let existing = connection.withLock({ $0 }) { return existing }
+        if let existing = connection.withLock({ $0 }) {
+            if existing.isActive { return existing }
+            await forget(existing)  // closed by the server (idle timeout, restart): make a new one
+        }
         let fresh: HTTP2Client
         do { fresh = try await HTTP2Client.connect(host: host, port: port, group: group) } catch {
             throw RaffleClientError(.connectionFailed, "cannot connect to \(host):\(port): \(error)")
@@ -46,10 +49,13 @@ public final class HTTP2Transport: RaffleTransport {
         if dropped { await failed.close() }
     }
 
-    private func request(method: String, path: String, headers: [(String, String)], body: [UInt8]?) async throws -> HTTP2Response {
+    private func request(method: String, path: String, headers: [(String, String)], body: [UInt8]?, timeout: Duration? = nil) async throws -> HTTP2Response {
         let c = try await client()
         do {
-            return try await c.request(method: method, path: path, headers: headers, body: body)
+            let limit = timeout.map { TimeAmount.nanoseconds($0.components.seconds * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000) }
+            return try await c.request(method: method, path: path, headers: headers, body: body, timeout: limit)
+        } catch let error as HTTP2ClientError where error.message.hasPrefix("no response within") {
+            throw RaffleClientError(.timedOut, "\(error) from \(host):\(port)")
         } catch {
             await forget(c)
             throw RaffleClientError(.connectionFailed, "request to \(host):\(port) failed: \(error)")
@@ -57,9 +63,18 @@ public final class HTTP2Transport: RaffleTransport {
     }
 
     public func send(frames: [UInt8], authorization: String?) async throws -> FramesReply {
+        try await send(frames: frames, authorization: authorization, timeout: nil)
+    }
+
+    /// Sends with an event-loop timer for the timeout (no timer task per request).
+    public func send(frames: [UInt8], authorization: String?, timeout: Duration) async throws -> FramesReply {
+        try await send(frames: frames, authorization: authorization, timeout: Optional(timeout))
+    }
+
+    private func send(frames: [UInt8], authorization: String?, timeout: Duration?) async throws -> FramesReply {
         var headers = [("content-type", Wire.contentType)]
         if let authorization { headers.append(("authorization", authorization)) }
-        let r = try await request(method: "POST", path: Wire.entriesPath, headers: headers, body: frames)
+        let r = try await request(method: "POST", path: Wire.entriesPath, headers: headers, body: frames, timeout: timeout)
         return FramesReply(status: r.status, body: Array(r.body.readableBytesView))
     }
 
