@@ -35,8 +35,8 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "HTTP/2 (h2c) port; 0 picks a free one.") var port = 8080
-    @Option(help: "Raw-TCP frames port (default: the HTTP/2 port + 1); -1 turns raw TCP off.") var tcpPort: Int?
-    @Option(help: "UDP frames port (default: the HTTP/2 port + 2); -1 turns UDP off.") var udpPort: Int?
+    @Option(help: "Raw-TCP frames port (default: the HTTP/2 port + 1); --tcp-port=-1 turns raw TCP off.") var tcpPort: Int?
+    @Option(help: "UDP frames port (default: the HTTP/2 port + 2); --udp-port=-1 turns UDP off.") var udpPort: Int?
     @Option(help: "Largest UDP request, bytes (default 1200).") var udpMaxDatagram = 1_200
     @Option(name: .customLong("data"), help: "Data directory for the write-ahead log.") var data = "./raffle-data"
     @Option(help: "Event loops (threads); default: one per core.") var loops: Int?

@@ -139,7 +139,6 @@ let server = GRPCServer(
 try await withThrowingDiscardingTaskGroup { group in
     group.addTask { try await server.serve() }
     if let address = try await server.listeningAddress {
-        print("grpc-peer listening on \(address), data in \(data), durability \(durability.rawValue)")
-        fflush(stdout)
+        FileHandle.standardOutput.write(Data("grpc-peer listening on \(address), data in \(data), durability \(durability.rawValue)\n".utf8))
     }
 }
