@@ -79,12 +79,12 @@ pin $client_core $bench drop --raffled "$tmp/raffled" --users "$USERS" --within 
 echo "== drop beyond capacity: 100,000 users within 2 s against a server admitting 10,000 entries/s (waiting room)"
 pin $client_core $bench drop --raffled "$tmp/raffled" --server-arg=--global-rate=10000 --server-arg=--global-burst=10000 --users 100000 --within 2 --json "$out/drop-overload.json" --svg "$out/drop-overload.svg" | tee "$out/drop-overload.txt"
 
-echo "== mobile: 20,000 requests/s of 1-10 entries, open loop"
-pin $client_core $bench mobile --raffled "$tmp/raffled" "${capacity[@]}" --rate 20000 --seconds "$MOBILE_S" --json "$out/mobile.json" --svg "$out/mobile.svg" | tee "$out/mobile.txt"
+echo "== mobile: 10,000 requests/s of 1-10 entries, open loop"
+pin $client_core $bench mobile --raffled "$tmp/raffled" "${capacity[@]}" --rate 10000 --seconds "$MOBILE_S" --json "$out/mobile.json" --svg "$out/mobile.svg" | tee "$out/mobile.txt"
 
 for t in tcp udp; do
   echo "== mobile over $t"
-  pin $client_core $bench mobile --transport $t --raffled "$tmp/raffled" "${capacity[@]}" --rate 20000 --seconds "$MOBILE_S" --json "$out/mobile-$t.json" | tee "$out/mobile-$t.txt"
+  pin $client_core $bench mobile --transport $t --raffled "$tmp/raffled" "${capacity[@]}" --rate 10000 --seconds "$MOBILE_S" --json "$out/mobile-$t.json" | tee "$out/mobile-$t.txt"
 done
 echo "== bulk over raw TCP"
 pin $client_core $bench bulk --transport tcp --raffled "$tmp/raffled" "${capacity[@]}" --partners 4 --batch 1000 --entries "$BULK" --json "$out/bulk-tcp.json" | tee "$out/bulk-tcp.txt"

@@ -31,20 +31,15 @@ struct BulkStreamTests {
         #expect(try await stream.send(Self.batch(0, size: 10)) == Array(repeating: .accepted, count: 10))
         #expect(try await stream.send(Self.batch(0, size: 10)) == Array(repeating: .alreadyEntered, count: 10))
         // Then many at once: the window holds them back, each still gets its own outcomes.
-        let peak = Mutex(0)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for k in 1...30 {
-                try await stream.waitForWindow()
-                group.addTask {
-                    let outcomes = try await stream.send(Self.batch(k, size: 50))
-                    #expect(outcomes.count == 50 && outcomes.allSatisfy { $0 == .accepted })
-                }
-                let now = stream.inFlight
-                peak.withLock { $0 = max($0, now) }
-            }
-            try await group.waitForAll()
+        let source = BatchSource(first: 1, last: 30, size: 50)
+        let seen = Tally()
+        try await stream.send(batches: { source.next() }) { batch, outcomes in
+            #expect(outcomes.count == 50 && outcomes.allSatisfy { $0 == .accepted })
+            seen.acked.add(1, ordering: .relaxed)
+            seen.peak.withLock { $0 = max($0, stream.inFlight) }
         }
-        #expect(peak.withLock { $0 } <= 3, "never more than the window in flight")
+        #expect(seen.acked.load(ordering: .relaxed) == 30)
+        #expect(seen.peak.withLock { $0 } <= 3, "never more than the window in flight")
         #expect(stream.streamsOpened == 1, "one stream carried every batch")
         #expect(try await client.raffle(raffle.id).entries == 10 + 30 * 50)
         await stream.close()
@@ -92,22 +87,28 @@ struct BulkStreamTests {
         let stream = client.bulkStream(raffle: raffle.id)
         let batches = 60, size = 100
         let tally = Tally()
+        // The source holds back every batch from the 20th on until the server has been restarted, so
+        // the stream is mid-way when its connection goes.
+        let source = BatchSource(first: 0, last: batches - 1, size: size)
+        let gate = Gate()
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for k in 0..<batches {
-                try await stream.waitForWindow()
-                group.addTask {
-                    let outcomes = try await stream.send(Self.batch(k, size: size))
+            group.addTask {
+                try await stream.send(batches: {
+                    guard let batch = source.next() else { return nil }
+                    if batch[0].userID > UInt64(20 * size) { await gate.wait() }
+                    return batch
+                }) { batch, outcomes in
+                    let k = Int((batch[0].userID - 1) / UInt64(size))
                     tally.results.withLock { $0[k] = outcomes }
                     tally.acked.add(1, ordering: .relaxed)
                 }
-                if k == batches / 3 {
-                    // Restart the server while batches are in flight on the stream.
-                    while tally.acked.load(ordering: .relaxed) < 5 { try await Task.sleep(for: .milliseconds(5)) }
-                    await first.shutdown(grace: .milliseconds(100))
-                    let second = try await Self.start(port: port, data: dir)
-                    server.withLock { $0 = second }
-                }
             }
+            // Restart the server while batches are in flight on the stream.
+            while tally.acked.load(ordering: .relaxed) < 5 { try await Task.sleep(for: .milliseconds(5)) }
+            await first.shutdown(grace: .milliseconds(100))
+            let second = try await Self.start(port: port, data: dir)
+            server.withLock { $0 = second }
+            gate.open()
             try await group.waitForAll()
         }
         #expect(stream.streamsOpened >= 2, "the stream was resumed on a new connection")
@@ -132,4 +133,45 @@ struct BulkStreamTests {
 final class Tally: Sendable {
     let results = Mutex<[Int: [EntryOutcome]]>([:])
     let acked = Atomic<Int>(0)
+    let peak = Mutex(0)
+}
+
+/// Hands out batches `first...last` of `size` users each, then nil (safe from many tasks).
+final class BatchSource: Sendable {
+    private let next_ = Atomic<Int>(0)
+    let first: Int, last: Int, size: Int
+    init(first: Int, last: Int, size: Int) {
+        self.first = first
+        self.last = last
+        self.size = size
+    }
+    func next() -> [Entry]? {
+        let k = first + next_.add(1, ordering: .relaxed).oldValue
+        return k <= last ? BulkStreamTests.batch(k, size: size) : nil
+    }
+}
+
+/// Holds tasks until `open()`.
+final class Gate: Sendable {
+    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func wait() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.open { return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    func open() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.open = true
+            defer { s.waiters.removeAll() }
+            return s.waiters
+        }
+        for w in waiters { w.resume() }
+    }
 }

@@ -194,20 +194,17 @@ func runBulk(common: CommonOptions, partners: Int, batch: Int, window: Int, entr
                     return
                 }
                 let stream = client.bulkStream(raffle: raffle.id)
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    while true {
-                        let k = next.value.add(1, ordering: .relaxed).oldValue
-                        guard k < batches else { break }
-                        let n = min(batch, entries - k * batch)
-                        let slice = (0..<n).map { Entry(userID: base + UInt64(k * batch + $0)) }
-                        try await stream.waitForWindow()
-                        group.addTask {
-                            let sent = ContinuousClock.now
-                            let outcomes = try await stream.send(slice)
-                            recorder.ack(entries: n, micros: (ContinuousClock.now - sent).micros, notAccepted: outcomes.filter { $0 != .accepted }.count)
-                        }
-                    }
-                    try await group.waitForAll()
+                let sentAt = SentTimes()
+                try await stream.send(batches: {
+                    let k = next.value.add(1, ordering: .relaxed).oldValue
+                    guard k < batches else { return nil }
+                    let n = min(batch, entries - k * batch)
+                    let slice = (0..<n).map { Entry(userID: base + UInt64(k * batch + $0)) }
+                    sentAt.times.withLock { $0[slice[0].userID] = .now }  // handed straight to send
+                    return slice
+                }) { sent, outcomes in
+                    let start = sentAt.times.withLock { $0.removeValue(forKey: sent[0].userID) } ?? .now
+                    recorder.ack(entries: outcomes.count, micros: (ContinuousClock.now - start).micros, notAccepted: outcomes.filter { $0 != .accepted }.count)
                 }
                 await stream.close()
             }
@@ -481,4 +478,9 @@ final class Countdown: Sendable {
             if now { c.resume() }
         }
     }
+}
+
+/// When each batch (by its first user) was handed to a bulk stream.
+final class SentTimes: Sendable {
+    let times = Mutex<[UInt64: ContinuousClock.Instant]>([:])
 }

@@ -7,12 +7,9 @@ import Synchronization
 ///
 /// ```swift
 /// let stream = client.bulkStream(raffle: 7)
-/// try await withThrowingTaskGroup(of: Void.self) { group in
-///     for batch in partnerFile.batches(of: 1_000) {      // [Entry] each
-///         try await stream.waitForWindow()                 // backpressure: at most 8 in flight
-///         group.addTask { _ = try await stream.send(batch) }
-///     }
-///     try await group.waitForAll()
+/// let source = PartnerFile(path)                          // an actor handing out [Entry] batches
+/// try await stream.send(batches: { await source.next(1_000) }) { batch, outcomes in
+///     await report.add(outcomes)                          // called as each batch is durable
 /// }
 /// await stream.close()
 /// ```
@@ -45,11 +42,26 @@ public final class BulkStream: Sendable {
     /// Streams opened so far (1 + reconnects).
     public var streamsOpened: Int { core.state.withLock { $0.streamsOpened } }
 
-    /// Waits until a batch can be sent without exceeding the window — call before starting another
-    /// concurrent `send` to keep memory bounded. (`send` itself also waits for a slot.)
-    public func waitForWindow() async throws(RaffleClientError) {
-        try await core.acquire()
-        core.release()
+    /// Sends every batch `next` hands out (nil: no more) with the window full — `streamWindow`
+    /// senders, each taking the next batch as its previous one is acknowledged, so at most that many
+    /// batches are read ahead and in flight (memory stays bounded whatever the input's size) — and
+    /// calls `onAck` with each batch and its outcomes once durable. `next` is called from several
+    /// tasks at once (an actor is the natural source). Stops at the first error, which it throws.
+    public func send(
+        batches next: @escaping @Sendable () async throws -> [Entry]?,
+        onAck: @escaping @Sendable ([Entry], [EntryOutcome]) async -> Void
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<core.window {
+                group.addTask {
+                    while let batch = try await next() {
+                        let outcomes = try await self.send(batch)
+                        await onAck(batch, outcomes)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
     }
 
     /// Sends one batch on the stream and returns its outcomes, one per entry, once durable. Waits

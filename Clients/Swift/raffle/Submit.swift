@@ -30,36 +30,29 @@ struct Submit: AsyncParsableCommand {
 
     func run() async throws {
         let raffle = try raffleID(id)
-        var input = try EntryFile(path: file, format: format)
+        let input = try EntryFile(path: file, format: format)
         let client = try options.client(window: window)
         let stream = client.bulkStream(raffle: raffle)
         let tally = SubmitTally()
         var progress = ProgressLine(enabled: !quiet)
-        var read = 0
-        var inputError: (any Error)?
-        await withTaskGroup(of: Void.self) { group in
-            while tally.failure.withLock({ $0 == nil }) {
-                let entries: [Entry]
-                do { entries = try input.next(batch) } catch {
-                    inputError = error
-                    break
-                }
-                if entries.isEmpty { break }
-                read += entries.count
-                do { try await stream.waitForWindow() } catch { break }
-                if tally.failure.withLock({ $0 != nil }) { break }  // a batch failed while we waited
-                group.addTask {
-                    do {
-                        let outcomes = try await stream.send(entries)
-                        tally.record(outcomes)
-                    } catch {
-                        tally.failure.withLock { $0 = $0 ?? "\(error)" }
-                    }
-                }
-                progress.update(done: read, answered: tally.answered, bytes: input.bytesConsumed, totalBytes: input.totalBytes)
-            }
-            await group.waitForAll()
+        let source = EntrySource(input, tally: tally)
+        let batch = self.batch
+        // `window` senders pull batches from the file as their previous batch is acknowledged:
+        // memory stays bounded whatever the file's size.
+        let sending = Task {
+            defer { tally.finished.store(true, ordering: .releasing) }
+            try await stream.send(batches: { try await source.next(batch) }) { _, outcomes in tally.record(outcomes) }
         }
+        var sendError: (any Error)?
+        while !tally.finished.load(ordering: .acquiring) {
+            try? await Task.sleep(for: .milliseconds(200))
+            let (read, consumed, total) = await source.position
+            progress.update(done: read, answered: tally.answered, bytes: consumed, totalBytes: total)
+        }
+        do { try await sending.value } catch { sendError = error }
+        if let sendError { tally.failure.withLock { $0 = $0 ?? "\(sendError)" } }
+        let inputError = await source.failure
+        let read = await source.position.read
         await stream.close()
         await client.transport.close()
         progress.finish()
@@ -86,6 +79,8 @@ struct Submit: AsyncParsableCommand {
 final class SubmitTally: Sendable {
     let counts = Mutex<[String: Int]>([:])
     let failure = Mutex<String?>(nil)
+    /// Every sender has stopped.
+    let finished = Atomic<Bool>(false)
     private let answeredCount = Atomic<Int>(0)
 
     var answered: Int { answeredCount.load(ordering: .relaxed) }
@@ -99,3 +94,38 @@ final class SubmitTally: Sendable {
 }
 
 extension EntryFile.Format: ExpressibleByArgument {}
+
+/// Hands out the input file's batches to the bulk stream's senders, one at a time.
+actor EntrySource {
+    private var file: EntryFile
+    private let tally: SubmitTally
+    private(set) var failure: (any Error)?
+    private(set) var exhausted = false
+    private var read = 0
+
+    init(_ file: EntryFile, tally: SubmitTally) {
+        self.file = file
+        self.tally = tally
+    }
+
+    /// The next batch; nil at the end, after a bad line (kept in `failure`), or once a batch failed.
+    func next(_ count: Int) throws -> [Entry]? {
+        guard !exhausted, tally.failure.withLock({ $0 == nil }) else { return nil }
+        do {
+            let entries = try file.next(count)
+            if entries.isEmpty {
+                exhausted = true
+                return nil
+            }
+            read += entries.count
+            return entries
+        } catch {
+            failure = error
+            exhausted = true
+            return nil
+        }
+    }
+
+    /// Entries read, input bytes consumed, and the input's size if known.
+    var position: (read: Int, consumed: Int64, total: Int64?) { (read, file.bytesConsumed, file.totalBytes) }
+}
