@@ -67,10 +67,27 @@ public final class TCPTransport: RaffleTransport {
     }
 
     public func send(frames: [UInt8], authorization: String?) async throws -> FramesReply {
+        try await send(frames: frames, timeout: nil)
+    }
+
+    /// Sends with an event-loop timer for the timeout (no timer task per request).
+    public func send(frames: [UInt8], authorization: String?, timeout: Duration) async throws -> FramesReply {
+        try await send(frames: frames, timeout: timeout)
+    }
+
+    private func send(frames: [UInt8], timeout: Duration?) async throws -> FramesReply {
         let ids = requestIDs(of: frames)
         guard ids.count == 1, let id = ids.first else { throw RaffleClientError(.invalidRequest, "send one frame per call over raw TCP") }
         let c = try await shared()
-        let reply = await c.waiters.wait(for: id) { c.channel.writeAndFlush(ByteBuffer(bytes: frames), promise: nil) }
+        let reply = await c.waiters.wait(for: id) {
+            c.channel.writeAndFlush(ByteBuffer(bytes: frames), promise: nil)
+            if let timeout {
+                let waiters = c.waiters
+                c.channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
+                    waiters.cancel(id)
+                }
+            }
+        }
         guard let reply else {
             if let failure = c.waiters.failure {
                 forget(c)

@@ -169,6 +169,12 @@ public final class UDPTransport: RaffleTransport {
         throw RaffleClientError(.timedOut, "no UDP reply from \(host):\(port) to request \(id) within \(timing.giveUpAfter)")
     }
 
+    /// UDP keeps its own clock (retransmission timers on the event loop, `giveUpAfter`): the attempt
+    /// timeout needs no timer task of its own.
+    public func send(frames: [UInt8], authorization: String?, timeout: Duration) async throws -> FramesReply {
+        try await send(frames: frames, authorization: authorization)
+    }
+
     public func admin(method: String, path: String, body: [UInt8]?, authorization: String?) async throws -> AdminReply {
         throw RaffleClientError(.invalidRequest, "admin calls need the HTTP/2 transport (UDP carries entry frames only)")
     }
