@@ -69,6 +69,16 @@ func transport(_ kind: TransportKind, _ target: Target) throws -> any RaffleTran
     }
 }
 
+/// Ends a client-driven run: the throttled share from the clients, `lost` read back from the
+/// server, connections closed.
+func conclude(_ result: inout RunResult, clients: [RaffleClient], admin: RaffleClient, raffle: UInt64, expected: Int) async throws {
+    let attempts = clients.reduce(0) { $0 + Int($1.attemptCount) }
+    result.throttledShare = Double(clients.reduce(0) { $0 + Int($1.throttledCount) }) / Double(max(attempts, 1))
+    try await verify(&result, admin: admin, raffle: raffle, expected: expected)
+    for c in clients { await c.transport.close() }
+    await admin.transport.close()
+}
+
 /// Reads back how many entries the server holds for `raffle`, and fills in `lost`.
 func verify(_ result: inout RunResult, admin: RaffleClient, raffle: UInt64, expected: Int) async throws {
     let stored = try await admin.raffle(raffle).entries
@@ -122,18 +132,13 @@ func runDrop(common: CommonOptions, users: Int, within: Double, connections: Int
     finished.value.store(true, ordering: .relaxed)
     progress.cancel()
     _ = recorder.tick()
-    let attempts = clients.reduce(0) { $0 + Int($1.attemptCount) }
-    let throttled = clients.reduce(0) { $0 + Int($1.throttledCount) }
     var result = RunResult(
         scenario: "drop", transport: common.transport.rawValue, target: target,
         parameters: ["users": grouped(users), "arrive within": "\(within) s", "connections": "\(connections)"], recorder: recorder, seconds: seconds)
-    result.attemptsPerEntry = Double(attempts) / Double(max(users, 1))
-    result.throttledShare = Double(throttled) / Double(max(attempts, 1))
-    try await verify(&result, admin: admin, raffle: raffle.id, expected: users)
+    result.attemptsPerEntry = Double(clients.reduce(0) { $0 + Int($1.attemptCount) }) / Double(max(users, 1))
     if recorder.errors > 0 { result.notes.append("\(recorder.errors) users gave up (deadline or budget)") }
     result.notes.append("time until every entry was acknowledged: \(String(format: "%.2f", seconds)) s")
-    for c in clients { await c.transport.close() }
-    await admin.transport.close()
+    try await conclude(&result, clients: clients, admin: admin, raffle: raffle.id, expected: users)
     return result
 }
 
@@ -154,7 +159,9 @@ struct Bulk: AsyncParsableCommand {
     }
 }
 
-func runBulk(common: CommonOptions, partners: Int, batch: Int, window: Int, entries: Int) async throws -> RunResult {
+func runBulk(common: CommonOptions, partners: Int, batch requested: Int, window: Int, entries: Int) async throws -> RunResult {
+    // A UDP datagram holds at most 72 entries (1,200 bytes).
+    let batch = common.transport == .udp ? min(requested, 72) : requested
     let target = try common.start()
     defer { target.stop() }
     let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
@@ -217,14 +224,10 @@ func runBulk(common: CommonOptions, partners: Int, batch: Int, window: Int, entr
     _ = recorder.tick()
     var result = RunResult(
         scenario: "bulk", transport: common.transport.rawValue, target: target,
-        parameters: ["partners": "\(partners)", "batch": grouped(common.transport == .udp ? min(batch, 72) : batch), "window": "\(window)", "entries": grouped(entries)],
+        parameters: ["partners": "\(partners)", "batch": grouped(batch), "window": "\(window)", "entries": grouped(entries)],
         recorder: recorder, seconds: seconds)
-    let attempts = clients.reduce(0) { $0 + Int($1.attemptCount) }
-    result.throttledShare = Double(clients.reduce(0) { $0 + Int($1.throttledCount) }) / Double(max(attempts, 1))
-    try await verify(&result, admin: admin, raffle: raffle.id, expected: entries)
     result.notes.append("latency is per batch, from send to its durable ack")
-    for c in clients { await c.transport.close() }
-    await admin.transport.close()
+    try await conclude(&result, clients: clients, admin: admin, raffle: raffle.id, expected: entries)
     return result
 }
 
@@ -233,7 +236,7 @@ func runBulk(common: CommonOptions, partners: Int, batch: Int, window: Int, entr
 struct Mobile: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Mobile traffic: open-loop requests of 1-10 entries at a target rate over many connections.")
     @OptionGroup var common: CommonOptions
-    @Option(help: "Requests per second (open loop: sent on schedule whatever the replies).") var rate = 20_000
+    @Option(help: "Requests per second (open loop: sent on schedule whatever the replies).") var rate = 10_000
     @Option(help: "Seconds to run.") var seconds = 10.0
     @Option(help: "Client connections.") var connections = 64
 
@@ -279,16 +282,11 @@ func runMobile(common: CommonOptions, rate: Int, seconds runFor: Double, connect
         scenario: "mobile", transport: common.transport.rawValue, target: target,
         parameters: ["target rate": "\(grouped(rate)) requests/s", "seconds": "\(runFor)", "connections": "\(connections)", "entries per request": "1-10"],
         recorder: recorder, seconds: seconds)
-    let attempts = clients.reduce(0) { $0 + Int($1.attemptCount) }
-    result.throttledShare = Double(clients.reduce(0) { $0 + Int($1.throttledCount) }) / Double(max(attempts, 1))
-    result.attemptsPerEntry = nil
-    try await verify(&result, admin: admin, raffle: raffle.id, expected: Int(nextUser - firstUser))
     result.notes.append("latency is measured from each request's scheduled time (no coordinated omission)")
     if result.requestsPerSecond < Double(rate) * 0.95 {
         result.notes.append("the achieved rate is below the target: the load generator or the server could not keep up")
     }
-    for c in clients { await c.transport.close() }
-    await admin.transport.close()
+    try await conclude(&result, clients: clients, admin: admin, raffle: raffle.id, expected: Int(nextUser - firstUser))
     return result
 }
 
@@ -396,6 +394,7 @@ struct Smoke: AsyncParsableCommand {
             ("drop-udp", { try await runDrop(common: try common(.udp, "drop-udp"), users: 500, within: 1, connections: 4) }),
             ("bulk-http2", { try await runBulk(common: try common(.http2, "bulk-http2"), partners: 2, batch: 500, window: 4, entries: 10_000) }),
             ("bulk-tcp", { try await runBulk(common: try common(.tcp, "bulk-tcp"), partners: 2, batch: 500, window: 4, entries: 10_000) }),
+            ("bulk-udp", { try await runBulk(common: try common(.udp, "bulk-udp"), partners: 1, batch: 500, window: 4, entries: 2_000) }),
             ("mobile-http2", { try await runMobile(common: try common(.http2, "mobile-http2"), rate: 500, seconds: 2, connections: 8) }),
         ]
         for (name, run) in runs {
