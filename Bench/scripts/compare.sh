@@ -101,4 +101,5 @@ pkill -f -- "$tmp/idle" || true
   printf '  raffled single-entry req/s / h2o static req/s   %8.0f / %8.0f = %.2f  (target >= 0.5)\n' "$S" "$H" "$(echo "$S / $H" | bc -l)"
   printf '  raffled batched entries/s / disk-limit entries/s %8.0f / %8.0f = %.2f  (target >= 0.3)\n' "$B" "$disk" "$(echo "$B / $disk" | bc -l)"
   printf '  idle RSS                                        %8d KiB  (target <= 64 MiB)\n' "$rss"
+  printf '  index bytes per entry (after bulk)              %8s      (target <= 24)\n' "$(python3 -c 'import json,sys; print("%.1f" % json.load(open(sys.argv[1])).get("indexBytesPerEntry", 0))' "$out/bulk.json")"
 } | tee "$out/ratios.txt"

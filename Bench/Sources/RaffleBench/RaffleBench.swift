@@ -83,6 +83,7 @@ func conclude(_ result: inout RunResult, clients: [RaffleClient], admin: RaffleC
 func verify(_ result: inout RunResult, admin: RaffleClient, raffle: UInt64, expected: Int) async throws {
     let stored = try await admin.raffle(raffle).entries
     result.entriesStored = stored
+    if case .number(let perEntry)? = try? await admin.stats()["indexBytesPerEntry"] { result.indexBytesPerEntry = perEntry }
     result.lost = max(expected - stored, 0)
     if stored != expected { result.notes.append("expected \(expected) entries stored, found \(stored)") }
 }

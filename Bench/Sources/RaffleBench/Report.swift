@@ -20,6 +20,8 @@ struct RunResult: Codable, Sendable {
     var requestsPerSecond: Double
     var latencyMillis: [String: Double]
     var serverRSSKilobytes: Int?
+    /// The dedupe index's bytes per stored entry, from the server's /v1/stats after the run.
+    var indexBytesPerEntry: Double?
     var notes: [String]
     var series: [Recorder.Second]
 
@@ -63,6 +65,7 @@ struct RunResult: Codable, Sendable {
         row("latency p50 / p90 / p99", String(format: "%.2f / %.2f / %.2f ms", latencyMillis["p50"] ?? 0, latencyMillis["p90"] ?? 0, latencyMillis["p99"] ?? 0))
         row("latency p99.9 / max", String(format: "%.2f / %.2f ms", latencyMillis["p99.9"] ?? 0, latencyMillis["max"] ?? 0))
         if let rss = serverRSSKilobytes { row("server RSS after the run", "\(rss / 1024) MiB") }
+        if let index = indexBytesPerEntry { row("index bytes per entry", String(format: "%.1f", index)) }
         for note in notes { print("  note: " + note) }
     }
 
