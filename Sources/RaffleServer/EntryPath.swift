@@ -254,6 +254,15 @@ extension LoopContext {
         }
     }
 
+    /// Answers `throttled(server_busy)` with the configured retry-after: the ingest buffers ran out
+    /// (HTTP/2, raw TCP) or too many acks wait for the log (UDP). The caller counts which.
+    func answerBusy(requestID: UInt64, replies: inout ReplyQueue, flags: FrameFlags = []) -> EntryReply {
+        let ms = configuration.busyRetryAfterMilliseconds
+        replies.out.writeRaffleFrame(Frame(requestID: requestID, flags: flags, body: .throttled(retryAfterMilliseconds: ms, reason: .serverBusy)))
+        replies.mark(lsn: 0, requestID: requestID)
+        return EntryReply(status: 429, retryAfterMilliseconds: ms)
+    }
+
     /// Answers with an error frame, its message cut (at a character boundary) so the frame fits in
     /// `maxReplyBytes` (UDP: never larger than the request).
     func answer(_ error: ProtocolError, replies: inout ReplyQueue, maxReplyBytes: Int = .max, flags: FrameFlags = []) -> EntryReply {

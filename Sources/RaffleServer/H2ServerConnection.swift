@@ -477,12 +477,9 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
 
     private func throttleForBuffers(_ i: Int, requestID: UInt64) {
         loop.metrics.throttledPoolExhausted.increment()
-        let ms = loop.configuration.busyRetryAfterMilliseconds
-        if streams[i].replies.isPristine && !streams[i].headersSubmitted {
-            noteFirstReply(i, EntryReply(status: 429, retryAfterMilliseconds: ms))
-        }
-        streams[i].replies.out.writeRaffleFrame(Frame(requestID: requestID, body: .throttled(retryAfterMilliseconds: ms, reason: .serverBusy)))
-        streams[i].replies.mark(lsn: 0, requestID: requestID)
+        let first = streams[i].replies.isPristine && !streams[i].headersSubmitted
+        let reply = loop.answerBusy(requestID: requestID, replies: &streams[i].replies)
+        if first { noteFirstReply(i, reply) }
         // The rest of this request's bytes cannot be framed without the dropped piece.
         endFatally(i)
     }

@@ -86,9 +86,7 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
             break
         case .noBuffer(let requestID):
             loop.metrics.throttledPoolExhausted.increment()
-            let ms = loop.configuration.busyRetryAfterMilliseconds
-            replies.out.writeRaffleFrame(Frame(requestID: requestID, body: .throttled(retryAfterMilliseconds: ms, reason: .serverBusy)))
-            replies.mark(lsn: 0, requestID: requestID)
+            _ = loop.answerBusy(requestID: requestID, replies: &replies)
             finished = true  // the rest of the stream cannot be framed without the dropped piece
         case .overflow:
             _ = loop.answer(ProtocolError(code: .frameTooLarge, message: "frame exceeds the ingest buffer"), replies: &replies)

@@ -96,9 +96,7 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
                 }
                 if full, case .entryBatch = frame.payload {
                     loop.metrics.throttledServerBusy.increment()
-                    scratch.out.writeRaffleFrame(
-                        Frame(requestID: frame.header.requestID, flags: .checksum, body: .throttled(retryAfterMilliseconds: loop.configuration.busyRetryAfterMilliseconds, reason: .serverBusy)))
-                    scratch.mark(lsn: 0, requestID: frame.header.requestID)
+                    _ = loop.answerBusy(requestID: frame.header.requestID, replies: &scratch, flags: .checksum)
                     return
                 }
                 _ = loop.answer(frame, requester: requester, anonymous: &buckets[k], replies: &scratch, maxReplyBytes: size)

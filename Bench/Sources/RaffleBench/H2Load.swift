@@ -22,7 +22,6 @@ struct H2LoadPlan: Sendable {
 /// Shared by the connections of one run: the next request number and the end signal.
 final class H2LoadShared: Sendable {
     let next = Atomic<Int>(0)
-    let done = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     let total: Int
     let userBase: UInt64
@@ -63,7 +62,6 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     private var body: [UInt8]
     private let finished: EventLoopPromise<Void>
     private var open = 0
-    private var inReceive = false
     /// Recorded here and handed to the shared recorder in bunches (no lock per request).
     private var local = LocalRecord()
 
@@ -124,9 +122,7 @@ final class H2LoadConnection: ChannelInboundHandler, HTTP2SessionDelegate {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         guard let session else { return }
-        inReceive = true
         let ok = buffer.withUnsafeReadableBytes { (try? session.receive($0)) != nil }
-        inReceive = false
         if !ok {
             context.close(promise: nil)
             return

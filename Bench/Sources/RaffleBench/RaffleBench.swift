@@ -106,23 +106,19 @@ struct Drop: AsyncParsableCommand {
 }
 
 func runDrop(common: CommonOptions, users: Int, within: Double, connections: Int) async throws -> RunResult {
-    let target = try common.start()
+    let run = try await ScenarioRun.start(common, "drop", total: users)
+    let (target, admin, raffle, recorder) = (run.target, run.admin, run.raffle, run.recorder)
     defer { target.stop() }
-    let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
-    let raffle = try await admin.createRaffle(title: "drop", duration: .seconds(86_400))
     var config = RaffleClientConfiguration()
     config.deadline = .seconds(600)
     let clients = try (0..<max(connections, 1)).map { _ in RaffleClient(transport: try transport(common.transport, target), configuration: config) }
-    let recorder = Recorder()
-    let finished = DoneFlag()
-    let progress = progressLoop(recorder, label: "drop", total: users) { finished.value.load(ordering: .relaxed) }
     let start = ContinuousClock.now
     let base = UInt64.random(in: 1...(1 << 40))
     await openLoop(count: users, interval: within / Double(max(users, 1)), start: start) { i, scheduled in
         let client = clients[i % clients.count]
         return {
             do {
-                let outcomes = try await client.submit([Entry(userID: base + UInt64(i))], to: raffle.id)
+                let outcomes = try await client.submit([Entry(userID: base + UInt64(i))], to: raffle)
                 recorder.ack(entries: 1, micros: (ContinuousClock.now - scheduled).micros, notAccepted: outcomes.first == .accepted ? 0 : 1)
             } catch {
                 recorder.error()
@@ -130,16 +126,14 @@ func runDrop(common: CommonOptions, users: Int, within: Double, connections: Int
         }
     }
     let seconds = (ContinuousClock.now - start).seconds
-    finished.value.store(true, ordering: .relaxed)
-    progress.cancel()
-    _ = recorder.tick()
+    run.stopProgress()
     var result = RunResult(
         scenario: "drop", transport: common.transport.rawValue, target: target,
         parameters: ["users": grouped(users), "arrive within": "\(within) s", "connections": "\(connections)"], recorder: recorder, seconds: seconds)
     result.attemptsPerEntry = Double(clients.reduce(0) { $0 + Int($1.attemptCount) }) / Double(max(users, 1))
     if recorder.errors > 0 { result.notes.append("\(recorder.errors) users gave up (deadline or budget)") }
     result.notes.append("time until every entry was acknowledged: \(String(format: "%.2f", seconds)) s")
-    try await conclude(&result, clients: clients, admin: admin, raffle: raffle.id, expected: users)
+    try await conclude(&result, clients: clients, admin: admin, raffle: raffle, expected: users)
     return result
 }
 
@@ -163,16 +157,12 @@ struct Bulk: AsyncParsableCommand {
 func runBulk(common: CommonOptions, partners: Int, batch requested: Int, window: Int, entries: Int) async throws -> RunResult {
     // A UDP datagram holds at most 72 entries (1,200 bytes).
     let batch = common.transport == .udp ? min(requested, 72) : requested
-    let target = try common.start()
+    let run = try await ScenarioRun.start(common, "bulk", total: entries)
+    let (target, admin, raffle, recorder) = (run.target, run.admin, run.raffle, run.recorder)
     defer { target.stop() }
-    let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
-    let raffle = try await admin.createRaffle(title: "bulk", duration: .seconds(86_400))
     var config = RaffleClientConfiguration()
     config.streamWindow = window
     config.deadline = .seconds(120)
-    let recorder = Recorder()
-    let finished = DoneFlag()
-    let progress = progressLoop(recorder, label: "bulk", total: entries) { finished.value.load(ordering: .relaxed) }
     let batches = (entries + batch - 1) / batch
     let next = Counter()
     let base = UInt64.random(in: 1...(1 << 40))
@@ -192,7 +182,7 @@ func runBulk(common: CommonOptions, partners: Int, batch requested: Int, window:
                                     guard k < batches else { return }
                                     let n = min(batch, entries - k * batch)
                                     let sent = ContinuousClock.now
-                                    let outcomes = try await client.submit((0..<n).map { Entry(userID: base + UInt64(k * batch + $0)) }, to: raffle.id)
+                                    let outcomes = try await client.submit((0..<n).map { Entry(userID: base + UInt64(k * batch + $0)) }, to: raffle)
                                     recorder.ack(entries: n, micros: (ContinuousClock.now - sent).micros, notAccepted: outcomes.filter { $0 != .accepted }.count)
                                 }
                             }
@@ -201,7 +191,7 @@ func runBulk(common: CommonOptions, partners: Int, batch requested: Int, window:
                     }
                     return
                 }
-                let stream = client.bulkStream(raffle: raffle.id)
+                let stream = client.bulkStream(raffle: raffle)
                 let sentAt = SentTimes()
                 try await stream.send(batches: {
                     let k = next.value.add(1, ordering: .relaxed).oldValue
@@ -220,15 +210,13 @@ func runBulk(common: CommonOptions, partners: Int, batch requested: Int, window:
         try await partnersGroup.waitForAll()
     }
     let seconds = (ContinuousClock.now - start).seconds
-    finished.value.store(true, ordering: .relaxed)
-    progress.cancel()
-    _ = recorder.tick()
+    run.stopProgress()
     var result = RunResult(
         scenario: "bulk", transport: common.transport.rawValue, target: target,
         parameters: ["partners": "\(partners)", "batch": grouped(batch), "window": "\(window)", "entries": grouped(entries)],
         recorder: recorder, seconds: seconds)
     result.notes.append("latency is per batch, from send to its durable ack")
-    try await conclude(&result, clients: clients, admin: admin, raffle: raffle.id, expected: entries)
+    try await conclude(&result, clients: clients, admin: admin, raffle: raffle, expected: entries)
     return result
 }
 
@@ -249,14 +237,10 @@ struct Mobile: AsyncParsableCommand {
 }
 
 func runMobile(common: CommonOptions, rate: Int, seconds runFor: Double, connections: Int) async throws -> RunResult {
-    let target = try common.start()
+    let run = try await ScenarioRun.start(common, "mobile", total: nil)
+    let (target, admin, raffle, recorder) = (run.target, run.admin, run.raffle, run.recorder)
     defer { target.stop() }
-    let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
-    let raffle = try await admin.createRaffle(title: "mobile", duration: .seconds(86_400))
     let clients = try (0..<max(connections, 1)).map { _ in RaffleClient(transport: try transport(common.transport, target)) }
-    let recorder = Recorder()
-    let finished = DoneFlag()
-    let progress = progressLoop(recorder, label: "mobile", total: nil) { finished.value.load(ordering: .relaxed) }
     let total = Int(Double(rate) * runFor)
     var nextUser = UInt64.random(in: 1...(1 << 40))
     let firstUser = nextUser
@@ -268,7 +252,7 @@ func runMobile(common: CommonOptions, rate: Int, seconds runFor: Double, connect
         nextUser += UInt64(n)
         return {
             do {
-                let outcomes = try await client.submit((0..<n).map { Entry(userID: first + UInt64($0)) }, to: raffle.id)
+                let outcomes = try await client.submit((0..<n).map { Entry(userID: first + UInt64($0)) }, to: raffle)
                 recorder.ack(entries: n, micros: (ContinuousClock.now - scheduled).micros, notAccepted: outcomes.filter { $0 != .accepted }.count)
             } catch {
                 recorder.error()
@@ -276,9 +260,7 @@ func runMobile(common: CommonOptions, rate: Int, seconds runFor: Double, connect
         }
     }
     let seconds = (ContinuousClock.now - start).seconds
-    finished.value.store(true, ordering: .relaxed)
-    progress.cancel()
-    _ = recorder.tick()
+    run.stopProgress()
     var result = RunResult(
         scenario: "mobile", transport: common.transport.rawValue, target: target,
         parameters: ["target rate": "\(grouped(rate)) requests/s", "seconds": "\(runFor)", "connections": "\(connections)", "entries per request": "1-10"],
@@ -287,7 +269,7 @@ func runMobile(common: CommonOptions, rate: Int, seconds runFor: Double, connect
     if result.requestsPerSecond < Double(rate) * 0.95 {
         result.notes.append("the achieved rate is below the target: the load generator or the server could not keep up")
     }
-    try await conclude(&result, clients: clients, admin: admin, raffle: raffle.id, expected: Int(nextUser - firstUser))
+    try await conclude(&result, clients: clients, admin: admin, raffle: raffle, expected: Int(nextUser - firstUser))
     return result
 }
 
@@ -302,28 +284,22 @@ struct Single: AsyncParsableCommand {
     @Option(help: "Streams in flight per connection.") var inFlight = 32
 
     func run() async throws {
-        let target = try common.start()
+        let run = try await ScenarioRun.start(common, "single", total: requests)
+        let (target, admin, raffle, recorder) = (run.target, run.admin, run.raffle, run.recorder)
         defer { target.stop() }
-        let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
-        let raffle = try await admin.createRaffle(title: "single", duration: .seconds(86_400))
-        let recorder = Recorder()
-        let finished = DoneFlag()
-        let progress = progressLoop(recorder, label: "single", total: requests) { finished.value.load(ordering: .relaxed) }
         let start = ContinuousClock.now
         try await runH2Load(
             host: target.host, port: target.port,
-            plan: H2LoadPlan(request: .singleEntry(raffle: raffle.id), connections: connections, inFlight: inFlight, requests: requests),
+            plan: H2LoadPlan(request: .singleEntry(raffle: raffle), connections: connections, inFlight: inFlight, requests: requests),
             recorder: recorder, userBase: UInt64.random(in: 1...(1 << 40)))
         let seconds = (ContinuousClock.now - start).seconds
-        finished.value.store(true, ordering: .relaxed)
-        progress.cancel()
-        _ = recorder.tick()
+        run.stopProgress()
         var result = RunResult(
             scenario: "single", transport: "http2", target: target,
             parameters: ["requests": grouped(requests), "connections": "\(connections)", "in flight per connection": "\(inFlight)"],
             recorder: recorder, seconds: seconds)
         result.attemptsPerEntry = Double(recorder.requests + recorder.throttled) / Double(max(recorder.requests, 1))
-        try await verify(&result, admin: admin, raffle: raffle.id, expected: recorder.entries)
+        try await verify(&result, admin: admin, raffle: raffle, expected: recorder.entries)
         await admin.transport.close()
         try common.finish(result)
         if result.lost != 0 || recorder.notAccepted > 0 { throw ExitCode(1) }
@@ -413,9 +389,43 @@ struct Smoke: AsyncParsableCommand {
     }
 }
 
-/// A flag shared with tasks.
-final class DoneFlag: Sendable {
-    let value = Atomic<Bool>(false)
+/// What every scenario starts with: the server under test, an admin client on HTTP/2, a fresh
+/// raffle, and the recorder with its progress line.
+final class ScenarioRun: Sendable {
+    let target: Target
+    let admin: RaffleClient
+    let raffle: UInt64
+    let recorder = Recorder()
+    private let finished = Atomic<Bool>(false)
+    private let progress = Mutex<Task<Void, Never>?>(nil)
+
+    private init(target: Target, admin: RaffleClient, raffle: UInt64) {
+        self.target = target
+        self.admin = admin
+        self.raffle = raffle
+    }
+
+    /// Starts (or finds) the server, creates the raffle `name`, starts the progress line.
+    static func start(_ common: CommonOptions, _ name: String, total: Int?) async throws -> ScenarioRun {
+        let target = try common.start()
+        let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
+        let raffle: UInt64
+        do { raffle = try await admin.createRaffle(title: name, duration: .seconds(86_400)).id } catch {
+            target.stop()
+            throw error
+        }
+        let run = ScenarioRun(target: target, admin: admin, raffle: raffle)
+        let task = progressLoop(run.recorder, label: name, total: total) { [weak run] in run?.finished.load(ordering: .relaxed) ?? true }
+        run.progress.withLock { $0 = task }
+        return run
+    }
+
+    /// Stops the progress line and closes the last second of the series.
+    func stopProgress() {
+        finished.store(true, ordering: .relaxed)
+        progress.withLock { $0 }?.cancel()
+        _ = recorder.tick()
+    }
 }
 
 /// A counter shared with tasks.

@@ -63,9 +63,6 @@ final class Recorder: Sendable {
         local.reset()
     }
 
-    /// A reply of `throttled` (the request will be retried by its sender).
-    func throttle() { state.withLock { s in s.throttled += 1; s.intervalThrottled += 1 } }
-
     /// A request that failed for good.
     func error() { state.withLock { $0.errors += 1 } }
 
@@ -113,7 +110,6 @@ extension Duration {
 /// Prints the live progress line once a second (and closes each second of the series).
 func progressLoop(_ recorder: Recorder, label: String, total: Int?, until done: @escaping @Sendable () -> Bool) -> Task<Void, Never> {
     Task {
-        var last = 0
         while !done() && !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
             let second = recorder.tick()
@@ -123,9 +119,7 @@ func progressLoop(_ recorder: Recorder, label: String, total: Int?, until done: 
             if let total { line += String(format: "/%d (%.0f%%)", total, 100 * Double(entries) / Double(max(total, 1))) }
             line += "  throttled \(recorder.throttled)  p99 \(second.p99Micros / 1000) ms"
             FileHandle.standardError.write(Data((line + "\n").utf8))
-            last = entries
         }
-        _ = last
     }
 }
 
