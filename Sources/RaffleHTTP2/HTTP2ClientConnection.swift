@@ -1,5 +1,8 @@
+import Foundation
 public import NIOCore
 import NIOPosix
+public import NIOSSL
+import NIOTLS
 
 /// A response read by `HTTP2Client`.
 public struct HTTP2Response: Sendable {
@@ -23,9 +26,9 @@ public struct HTTP2ClientError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
-/// A minimal HTTP/2 (h2c, prior knowledge) client over SwiftNIO and the same nghttp2 glue as the
-/// server: many concurrent requests multiplexed on one connection. Used by tests and tools; the
-/// `RaffleClient` library builds on it.
+/// A minimal HTTP/2 client over SwiftNIO and the same nghttp2 glue as the server — h2c with prior
+/// knowledge, or over TLS with ALPN `h2` — many concurrent requests multiplexed on one connection.
+/// Used by tests and tools; the `RaffleClient` library builds on it.
 public final class HTTP2Client: Sendable {
     private let channel: any Channel
     private let handler: NIOLoopBound<HTTP2ClientHandler>
@@ -35,17 +38,46 @@ public final class HTTP2Client: Sendable {
         self.handler = handler
     }
 
-    /// Connects to `host:port` on `group`.
-    public static func connect(host: String, port: Int, group: any EventLoopGroup) async throws -> HTTP2Client {
+    /// Connects to `host:port` on `group`; with `tls`, over TLS (the context should offer ALPN
+    /// `h2`, see `clientTLSConfiguration`), waiting for the handshake.
+    /// - Throws: `HTTP2ClientError` saying why the TLS handshake failed (certificate expired, not
+    ///   yet valid, not trusted, not for this host), or the connect error.
+    public static func connect(host: String, port: Int, group: any EventLoopGroup, tls: NIOSSLContext? = nil) async throws -> HTTP2Client {
         let loop = group.next()
         let handlerBox = try await loop.submit { NIOLoopBound(HTTP2ClientHandler(), eventLoop: loop) }.get()
+        let handshake = loop.makePromise(of: Void.self)
         let channel = try await ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handlerBox.value) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        let waiter = TLSHandshakeWaiter(promise: handshake, peer: "\(host):\(port)")
+                        let serverName = host.isIPAddress ? nil : host
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls, serverHostname: serverName, verificationCallback: waiter.observe))
+                        try channel.pipeline.syncOperations.addHandler(waiter)
+                    } else {
+                        handshake.succeed(())
+                    }
+                    try channel.pipeline.syncOperations.addHandler(handlerBox.value)
+                }
             }
             .connect(host: host, port: port).get()
+        do { try await handshake.futureResult.get() } catch {
+            try? await channel.close()
+            throw error
+        }
         return HTTP2Client(channel: channel, handler: handlerBox)
+    }
+
+    /// A TLS client configuration for raffled: ALPN `h2`, TLS 1.2 or later, the system's trust
+    /// store plus `caFile` (PEM) when given — for a private CA or a self-signed certificate.
+    public static func clientTLSConfiguration(caFile: String? = nil) -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.applicationProtocols = ["h2"]
+        if let caFile { configuration.additionalTrustRoots = [.file(caFile)] }
+        return configuration
     }
 
     /// Sends a request and waits for the whole response; with a `timeout`, fails with
@@ -98,6 +130,91 @@ public final class HTTP2Client: Sendable {
     /// Closes the connection.
     public func close() async {
         try? await channel.close()
+    }
+}
+
+/// Completes `promise` when the TLS handshake does, or fails it with a message a person can act on.
+/// It also watches certificate verification (without changing its result) to say *why* a
+/// certificate was refused: BoringSSL's own error only says that verification failed.
+final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let promise: EventLoopPromise<Void>
+    private let peer: String
+    private var done = false
+    /// The certificate verification refused last (the leaf is checked last), if any.
+    private var refused: (notBefore: Int, notAfter: Int, subject: String)?
+
+    init(promise: EventLoopPromise<Void>, peer: String) {
+        self.promise = promise
+        self.peer = peer
+    }
+
+    /// A `NIOSSLVerificationCallback` that keeps BoringSSL's verdict and notes what it refused.
+    func observe(_ result: NIOSSLVerificationResult, _ certificate: NIOSSLCertificate) -> NIOSSLVerificationResult {
+        if result == .failed {
+            refused = (Int(certificate.notValidBefore), Int(certificate.notValidAfter), certificate.description)
+        }
+        return result
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted(let negotiated) = tls {
+            if negotiated == "h2" {
+                finish(nil)
+            } else {
+                finish(HTTP2ClientError("\(peer) did not agree to HTTP/2 over TLS (ALPN chose \(negotiated ?? "nothing"))"))
+                context.close(promise: nil)
+            }
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if !done { finish(HTTP2ClientError(explain(error))) }
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(HTTP2ClientError("TLS handshake with \(peer) failed: the connection closed"))
+        context.fireChannelInactive()
+    }
+
+    private func finish(_ error: HTTP2ClientError?) {
+        guard !done else { return }
+        done = true
+        if let error { promise.fail(error) } else { promise.succeed(()) }
+    }
+
+    private func explain(_ error: any Error) -> String {
+        let now = Int(Date().timeIntervalSince1970)
+        let why: String
+        if let refused {
+            let date = { (t: Int) in Date(timeIntervalSince1970: TimeInterval(t)).formatted(.iso8601) }
+            if refused.notAfter < now {
+                why = "its certificate expired on \(date(refused.notAfter))"
+            } else if refused.notBefore > now {
+                why = "its certificate is not valid before \(date(refused.notBefore))"
+            } else {
+                why = "its certificate is not signed by a trusted CA (give the CA's PEM file, e.g. --ca-file)"
+            }
+        } else if let extra = error as? NIOSSLExtraError, extra == .failedToValidateHostname {
+            why = "its certificate is not for this host name"
+        } else {
+            why = "\(error)"
+        }
+        return "TLS handshake with \(peer) failed: \(why)"
+    }
+}
+
+extension String {
+    /// Whether this is a literal IPv4 or IPv6 address (no SNI is sent for those).
+    var isIPAddress: Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, self, &v4) == 1 || inet_pton(AF_INET6, self, &v6) == 1
     }
 }
 

@@ -24,27 +24,41 @@ struct AdminResponse {
     }
 }
 
-/// The admin and read API, as JSON over the same HTTP/2 port (see README "Admin API"):
+/// The admin and read API, as JSON over HTTP/2 or HTTP/1.1 on the main port (see README "Admin API"):
 ///
-/// | method | path | does |
-/// |---|---|---|
-/// | GET | `/healthz` | 200 `{"status":"ok"}`, 503 once the log has failed |
-/// | GET | `/metrics` | Prometheus text |
-/// | GET | `/v1/stats` | ledger counters |
-/// | GET | `/v1/raffles` | every raffle |
-/// | POST | `/v1/raffles` | create: `{"title", "closesAt" or "durationSeconds", "opensAt"?, "winners"?, "maxTicketsPerUser"?}` |
-/// | GET | `/v1/raffles/{id}` | one raffle |
-/// | POST | `/v1/raffles/{id}/close` | close now, reveal the seed, draw |
-/// | POST | `/v1/raffles/{id}/draw` | same as close (idempotent) |
-/// | GET | `/v1/raffles/{id}/winners` | the draw, 409 before it |
-/// | GET | `/v1/raffles/{id}/entries/{userID}` | whether that user has entered |
-/// | GET | `/v1/raffles/{id}/export?format=csv\|ndjson` | the entries in canonical order |
+/// | method | path | does | key |
+/// |---|---|---|---|
+/// | GET | `/healthz` | 200 while the process serves (alive), with the ledger's state | — |
+/// | GET | `/readyz` | 200 when the ledger is healthy and the server is not shutting down, else 503 | — |
+/// | GET | `/metrics` | Prometheus text | — |
+/// | GET | `/v1/raffles` | every raffle | — |
+/// | GET | `/v1/raffles/{id}` | one raffle | — |
+/// | GET | `/v1/raffles/{id}/winners` | the draw (seed, entry-list hash, winners), 409 before it | — |
+/// | GET | `/v1/stats` | ledger counters | admin |
+/// | POST | `/v1/raffles` | create: `{"title", "closesAt" or "durationSeconds", "opensAt"?, "winners"?, "maxTicketsPerUser"?}` | admin |
+/// | POST | `/v1/raffles/{id}/close` | close now, reveal the seed, draw | admin |
+/// | POST | `/v1/raffles/{id}/draw` | same as close (idempotent) | admin |
+/// | GET | `/v1/raffles/{id}/entries/{userID}` | whether that user has entered | admin |
+/// | GET | `/v1/raffles/{id}/export?format=csv\|ndjson` | the entries in canonical order | admin |
+///
+/// Admin calls carry `authorization: Bearer <admin key>`: none is 401, a wrong one 403. With a
+/// separate admin listener (`--admin-port`), the main port answers admin routes and `/metrics`
+/// with 404 and the admin listener serves them.
 struct AdminAPI: Sendable {
     let ledger: any Ledger
     let admission: AdmissionController
     let metrics: ServerMetrics
     let durability: Durability
     let now: @Sendable () -> Int64
+    /// The admin keys.
+    let keys: AdminKeys
+    /// Whether the process is shutting down (for `/readyz`).
+    let state: ServerState
+    /// Whether this listener serves the admin routes and `/metrics` (false on the main port when a
+    /// separate admin listener runs).
+    var servesAdmin = true
+    /// Whether this listener takes entries on `POST /v1/entries` (false on the admin listener).
+    var servesEntries = true
 
     /// Body of a create request.
     struct CreateRequest: Decodable {
@@ -66,33 +80,82 @@ struct AdminAPI: Sendable {
         return Array((try? encoder.encode(value)) ?? Data("{}".utf8)) + [0x0A]
     }
 
-    func handle(get: Bool, post: Bool, path fullPath: String, body: [UInt8]) -> AdminResponse {
+    /// Who may call a route.
+    enum Access {
+        /// Anyone (health, public reads, the metrics of the listener that serves them).
+        case open
+        /// An admin key.
+        case admin
+    }
+
+    /// Answers one request. `authorization` is the request's `authorization` header value (empty: none).
+    func handle(get: Bool, post: Bool, path fullPath: String, body: [UInt8], authorization: [UInt8] = []) -> AdminResponse {
         let (path, query) = split(fullPath)
         let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         let t = now()
         switch (get, post, parts.count) {
         case (true, _, 1) where parts[0] == "healthz":
+            // Alive: the process answers. Whether it can take entries is /readyz's question.
+            return AdminResponse(
+                status: 200,
+                json: Self.json(["status": "ok", "durability": durability.rawValue, "ledger": ledger.failureReason == nil ? "ok" : "failing"]))
+        case (true, _, 1) where parts[0] == "readyz":
             if let failure = ledger.failureReason {
                 return AdminResponse(status: 503, json: Self.json(["status": "failing", "error": failure]))
             }
-            return AdminResponse(status: 200, json: Self.json(["status": "ok", "durability": durability.rawValue]))
+            if state.isShuttingDown { return AdminResponse(status: 503, json: Self.json(["status": "shutting_down"])) }
+            return AdminResponse(status: 200, json: Self.json(["status": "ready", "durability": durability.rawValue]))
         case (true, _, 1) where parts[0] == "metrics":
+            guard servesAdmin else { return onAdminListener(path) }
             return AdminResponse(status: 200, kind: .text, body: metrics.render(stats: ledger.stats(), admission: admission, now: monotonicNanoseconds()))
         case (true, _, 2) where parts == ["v1", "stats"]:
+            if let refusal = authorize(authorization, path) { return refusal }
             return AdminResponse(status: 200, json: Self.json(ledger.stats()))
         case (true, _, 2) where parts == ["v1", "raffles"]:
             return AdminResponse(status: 200, json: Self.json(ledger.raffles(now: t)))
         case (_, true, 2) where parts == ["v1", "raffles"]:
+            if let refusal = authorize(authorization, path) { return refusal }
             return create(body, now: t)
         case (_, _, 3...) where parts[0] == "v1" && parts[1] == "raffles":
             guard let id = UInt64(parts[2]) else { return notFound("raffle id must be a positive integer") }
-            return raffleRoute(id: id, rest: Array(parts[3...]), get: get, post: post, query: query, now: t)
+            let rest = Array(parts[3...])
+            if Self.access(rest: rest, post: post) == .admin, let refusal = authorize(authorization, path) { return refusal }
+            return raffleRoute(id: id, rest: rest, get: get, post: post, query: query, now: t)
         default:
-            if parts.first == "v1" || parts.first == "healthz" || parts.first == "metrics" {
+            if parts.first == "v1" || parts.first == "healthz" || parts.first == "readyz" || parts.first == "metrics" {
                 return AdminResponse(status: 405, json: Self.errorJSON("method not allowed for \(path)"))
             }
             return notFound("no route for \(path)")
         }
+    }
+
+    /// Who may call `/v1/raffles/{id}/<rest>`: reading a raffle and its draw is open (verification
+    /// needs it); closing, drawing, exporting and per-user lookups need an admin key.
+    static func access(rest: [String], post: Bool) -> Access {
+        if post { return .admin }
+        switch rest.first {
+        case nil, "winners": return .open
+        default: return .admin
+        }
+    }
+
+    /// nil when `authorization` carries an admin key; otherwise the refusal (401 none, 403 wrong).
+    private func authorize(_ authorization: [UInt8], _ path: String) -> AdminResponse? {
+        guard servesAdmin else { return onAdminListener(path) }
+        switch keys.check(authorization: authorization) {
+        case .allowed:
+            return nil
+        case .missing:
+            return AdminResponse(status: 401, json: Self.errorJSON("\(path) needs an admin key: send authorization: Bearer <admin key>"))
+        case .wrong:
+            return AdminResponse(status: 403, json: Self.errorJSON("the admin key is not valid"))
+        case .noKeysConfigured:
+            return AdminResponse(status: 403, json: Self.errorJSON("the admin API is disabled: no admin key is configured (raffled --admin-keys FILE)"))
+        }
+    }
+
+    private func onAdminListener(_ path: String) -> AdminResponse {
+        notFound("\(path) is served on the admin listener (--admin-port), not on this port")
     }
 
     private func raffleRoute(id: UInt64, rest: [String], get: Bool, post: Bool, query: [String: String], now t: Int64) -> AdminResponse {

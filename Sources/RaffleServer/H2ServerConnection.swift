@@ -313,6 +313,11 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
                 streams[i].path = String(decoding: value, as: UTF8.self)
             }
         } else if equal(name, "authorization") {
+            if !streams[i].pathIsEntries {
+                // An admin call's credentials (pseudo-headers come first, so the path is known).
+                streams[i].authorization.append(contentsOf: value)
+                return .ok
+            }
             if !value.elementsEqual(lastAuthorization) {
                 lastAuthorization = Array(value)
                 lastClient = loop.admission.identify(authorization: value)
@@ -329,13 +334,16 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         guard let i = slot(of: stream) else { return }
         if streams[i].route == .pending {
             if streams[i].headerCount == 0 { glitch() }
-            if streams[i].pathIsEntries {
+            if streams[i].pathIsEntries && !admin.servesEntries {
+                answerJSON(i, status: 404, AdminAPI.errorJSON("entries are not taken on the admin listener"))
+                streams[i].route = .discard
+            } else if streams[i].pathIsEntries {
                 if !streams[i].isPost {
                     answerJSON(i, status: 405, AdminAPI.errorJSON("use POST for /v1/entries"))
                     streams[i].route = .discard
                 } else if !streams[i].contentTypeOK {
                     streams[i].route = .discard
-                    addError(i, ProtocolError(code: .badContentType, message: "content-type must be \(Wire.contentType)"))
+                    streams[i].addError(ProtocolError(code: .badContentType, message: "content-type must be \(Wire.contentType)"), loop: loop)
                     streams[i].finished = true
                     settle(i)
                 } else {
@@ -416,23 +424,11 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
 
     // MARK: - Entry path
 
-    /// Decodes and admits whole frames from `bytes`, keeping a trailing partial frame in an
-    /// ingest buffer (the shared entry path, `LoopContext.assemble`).
+    /// Decodes and admits whole frames from `bytes` (the shared exchange logic), then hands the
+    /// bytes back to flow control unless replies are piling up.
     private func ingest(_ i: Int, _ bytes: UnsafeRawBufferPointer) {
-        if !streams[i].fatal {
-            var partial = streams[i].partial
-            let problem = loop.assemble(bytes, partial: &partial) { chunk in processFrames(i, chunk) }
-            streams[i].partial = partial
-            switch problem {
-            case nil:
-                break
-            case .noBuffer(let requestID):
-                throttleForBuffers(i, requestID: requestID)
-            case .overflow:
-                addError(i, ProtocolError(code: .frameTooLarge, message: "frame exceeds the ingest buffer"))
-                endFatally(i)
-            }
-        }
+        let now = IngestContext(client: streams[i].client, nowNanos: nowNanos, wallMilliseconds: nowWallMilliseconds)
+        streams[i].ingest(bytes, loop: loop, at: now, anonymous: &anonymousBucket)
         consume(i, bytes.count)
         settle(i)
     }
@@ -447,70 +443,22 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         }
     }
 
-    /// Processes the whole frames at the start of `bytes`; returns the bytes used.
-    private func processFrames(_ i: Int, _ bytes: UnsafeRawBufferPointer) -> (used: Int, fatal: Bool) {
-        let first = streams[i].replies.isPristine && !streams[i].headersSubmitted
-        let requester = Requester(client: streams[i].client, nowNanos: nowNanos, wallMilliseconds: nowWallMilliseconds)
-        let result = loop.processFrames(bytes, decoder: loop.decoder, requester: requester, anonymous: &anonymousBucket, replies: &streams[i].replies)
-        streams[i].framesSeen += result.frames
-        if first, let reply = result.first { noteFirstReply(i, reply) }
-        if result.fatal {
-            // `assemble` gives the ingest buffer back; the stream takes no more frames.
-            streams[i].fatal = true
-            streams[i].finished = true
-        }
-        return (result.used, result.fatal)
-    }
-
-    /// The stream's HTTP status follows its first reply (PROTOCOL.md §11).
-    private func noteFirstReply(_ i: Int, _ reply: EntryReply) {
-        streams[i].status = reply.status
-        streams[i].retryAfterMilliseconds = reply.retryAfterMilliseconds
-        streams[i].throttlePolicy = reply.throttlePolicy
-    }
-
-    private func addError(_ i: Int, _ error: ProtocolError) {
-        let first = streams[i].replies.isPristine && !streams[i].headersSubmitted
-        let reply = loop.answer(error, replies: &streams[i].replies)
-        if first { noteFirstReply(i, reply) }
-    }
-
-    private func throttleForBuffers(_ i: Int, requestID: UInt64) {
-        loop.metrics.throttledPoolExhausted.increment()
-        let first = streams[i].replies.isPristine && !streams[i].headersSubmitted
-        let reply = loop.answerBusy(requestID: requestID, replies: &streams[i].replies)
-        if first { noteFirstReply(i, reply) }
-        // The rest of this request's bytes cannot be framed without the dropped piece.
-        endFatally(i)
-    }
-
-    private func endFatally(_ i: Int) {
-        streams[i].fatal = true
-        streams[i].finished = true
-        streams[i].partial.drop(loop)
-    }
-
     private func requestEnded(_ i: Int) {
         guard !streams[i].requestEnded else { return }
         streams[i].requestEnded = true
         switch streams[i].route {
         case .entries:
-            if !streams[i].finished {
-                if streams[i].partial.fill > 0 {
-                    addError(i, ProtocolError(code: .truncatedFrame, message: "request body ended inside a frame (\(streams[i].partial.fill) bytes of it)"))
-                } else if streams[i].framesSeen == 0 {
-                    addError(i, ProtocolError(code: .truncatedFrame, message: "request body is empty: send one or more frames"))
-                }
-            }
-            streams[i].partial.drop(loop)
+            streams[i].entriesBodyEnded(loop)
         case .admin:
             let response: AdminResponse
             if streams[i].adminBodyTooLarge {
                 response = AdminResponse(status: 413, json: AdminAPI.errorJSON("request body over \(loop.configuration.maxAdminBodyBytes) bytes"))
             } else {
-                response = admin.handle(get: streams[i].isGet, post: streams[i].isPost, path: streams[i].path, body: streams[i].adminBody)
+                response = admin.handle(
+                    get: streams[i].isGet, post: streams[i].isPost, path: streams[i].path, body: streams[i].adminBody,
+                    authorization: streams[i].authorization)
             }
-            answer(i, response)
+            streams[i].answer(response)
         case .pending, .discard:
             break
         }
@@ -519,16 +467,9 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     }
 
     private func answerJSON(_ i: Int, status: Int, _ body: [UInt8]) {
-        answer(i, AdminResponse(status: status, json: body))
+        streams[i].answer(AdminResponse(status: status, json: body))
         streams[i].finished = true
         settle(i)
-    }
-
-    private func answer(_ i: Int, _ response: AdminResponse) {
-        streams[i].status = response.status
-        streams[i].bodyKind = response.kind
-        streams[i].replies.out.writeBytes(response.body)
-        streams[i].replies.mark(lsn: response.commit?.lsn ?? 0, requestID: 0)
     }
 
     // MARK: - Durability
@@ -544,10 +485,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     }
 
     private func release(_ i: Int) {
-        if loop.failure != nil && streams[i].hasUnreleased && streams[i].replies.markHead == 0 && !streams[i].headersSubmitted {
-            streams[i].status = 503  // the first reply will be the UNAVAILABLE error
-        }
-        let progressed = streams[i].replies.advance(loop)
+        let progressed = streams[i].advance(loop) { inSession ? nowNanos : monotonicNanoseconds() }
         if (progressed || streams[i].isDrained) {
             if !streams[i].headersSubmitted {
                 submitHeaders(i)
@@ -559,11 +497,6 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         if progressed && streams[i].unconsumed > 0 {
             consume(i, 0)
         }
-        if progressed && streams[i].bodyKind == .frames && streams[i].startNanos > 0 {
-            let now = inSession ? nowNanos : monotonicNanoseconds()
-            loop.metrics.ackLatency.recordNanoseconds(Int64(now &- streams[i].startNanos))
-            streams[i].startNanos = now
-        }
     }
 
     private func submitHeaders(_ i: Int) {
@@ -571,19 +504,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         headers.removeAll()
         headers.add(":status", integer: streams[i].status)
         headers.add("content-type", streams[i].bodyKind.contentType)
-        if let ms = streams[i].retryAfterMilliseconds {
-            let seconds = Int((UInt64(ms) + 999) / 1_000)
-            headers.add("retry-after", integer: seconds)
-            if let policy = streams[i].throttlePolicy {
-                // IETF httpapi RateLimit headers: the policy (quota, window) and its current state.
-                let window = max((policy.limit.burst + policy.limit.ratePerSecond - 1) / policy.limit.ratePerSecond, 1)
-                headers.add("ratelimit-policy", "\"\(policy.name)\";q=\(policy.limit.burst);w=\(window)")
-                headers.add("ratelimit", "\"\(policy.name)\";r=\(policy.remaining);t=\(seconds)")
-            }
-        }
-        if loop.configuration.durability == .none && streams[i].bodyKind == .frames {
-            headers.add("raffled-durability", "none")
-        }
+        streams[i].extraResponseFields(durability: loop.configuration.durability) { headers.add($0, $1) }
         do {
             try session.submitResponse(stream: streams[i].id, headers: headers, hasBody: true)
             streams[i].headersSubmitted = true

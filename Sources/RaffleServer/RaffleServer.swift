@@ -1,6 +1,7 @@
 public import Logging
 public import NIOCore
 import NIOPosix
+import NIOSSL
 import RaffleAdmission
 public import RaffleLedger
 import Synchronization
@@ -22,6 +23,9 @@ public final class RaffleServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let channel: any Channel
     private let tcpChannel: (any Channel)?
+    private let adminChannel: (any Channel)?
+    private let tls: TLSContextHolder?
+    private let state: ServerState
     private let udpChannels: [any Channel]
     private let contexts: [NIOLoopBound<LoopContext>]
     private let logger: Logger
@@ -30,13 +34,17 @@ public final class RaffleServer: Sendable {
 
     private init(
         configuration: ServerConfiguration, ledger: LocalLedger, group: MultiThreadedEventLoopGroup, channel: any Channel,
-        tcpChannel: (any Channel)?, udpChannels: [any Channel], contexts: [NIOLoopBound<LoopContext>], logger: Logger
+        tcpChannel: (any Channel)?, adminChannel: (any Channel)?, udpChannels: [any Channel], contexts: [NIOLoopBound<LoopContext>],
+        tls: TLSContextHolder?, state: ServerState, logger: Logger
     ) throws {
         self.configuration = configuration
         self.ledger = ledger
         self.group = group
         self.channel = channel
         self.tcpChannel = tcpChannel
+        self.adminChannel = adminChannel
+        self.tls = tls
+        self.state = state
         self.udpChannels = udpChannels
         self.contexts = contexts
         self.logger = logger
@@ -44,8 +52,23 @@ public final class RaffleServer: Sendable {
         localAddress = address
     }
 
-    /// The port the HTTP/2 listener is bound to.
+    /// The port the main listener (HTTP/2 and HTTP/1.1) is bound to.
     public var port: Int { localAddress.port ?? configuration.port }
+
+    /// The port of the separate admin listener (nil: the admin API is on the main port).
+    public var adminPort: Int? { adminChannel?.localAddress?.port }
+
+    /// Whether the main port and raw TCP speak TLS.
+    public var usesTLS: Bool { tls != nil }
+
+    /// Reads the TLS certificate chain and key again (SIGHUP): new connections use them, open ones
+    /// keep theirs, so none is dropped. On failure the old ones stay in use.
+    /// - Throws: `TLSSetupError` when the files cannot be used; `ServerStartError` without TLS.
+    @discardableResult
+    public func reloadTLS() throws -> TLSLoaded {
+        guard let tls else { throw ServerStartError(message: "TLS is not configured (--tls-cert, --tls-key)") }
+        return try tls.reload()
+    }
 
     /// The port the raw-TCP listener is bound to (nil: raw TCP is off).
     public var tcpPort: Int? { tcpChannel?.localAddress?.port }
@@ -53,9 +76,12 @@ public final class RaffleServer: Sendable {
     /// The port the UDP sockets are bound to (nil: UDP is off).
     public var udpPort: Int? { udpChannels.first?.localAddress?.port }
 
-    /// Opens the ledger (replaying the log), starts the event loops and binds the listener.
-    /// - Throws: `LogCorruption` / `LogFailure` from the log, or a bind error.
+    /// Opens the ledger (replaying the log), starts the event loops and binds the listeners.
+    /// - Throws: `LogCorruption` / `LogFailure` from the log, `TLSSetupError` for unusable TLS
+    ///   files, or a bind error.
     public static func start(configuration: ServerConfiguration, logger: Logger) async throws -> RaffleServer {
+        // TLS files are read before anything else starts, so a bad certificate fails fast.
+        let tls = try configuration.tls.map { try TLSContextHolder(files: $0) }
         let ledger = try LocalLedger(
             directory: configuration.dataDirectory, durability: configuration.durability, segmentBytes: configuration.segmentBytes)
         let replay = ledger.replay
@@ -101,40 +127,41 @@ public final class RaffleServer: Sendable {
                 context.eventLoop.execute { context.value.committed(result) }
             }
         }
-        let admin = AdminAPI(
-            ledger: ledger, admission: admission, metrics: metrics, durability: configuration.durability, now: { wallClockMilliseconds() })
-        let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1_024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: high / 2, high: high))
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { channel in
-                guard let context = byLoop[ObjectIdentifier(channel.eventLoop)] else {
-                    return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
-                }
-                do {
-                    // A TLS handler (ALPN "h2") can be added in front of this one later.
-                    try channel.pipeline.syncOperations.addHandler(
-                        H2ServerConnection(loop: context.value, admin: admin, logger: logger))
-                    return channel.eventLoop.makeSucceededVoidFuture()
-                } catch {
-                    return channel.eventLoop.makeFailedFuture(error)
-                }
-            }
+        let state = ServerState()
+        var admin = AdminAPI(
+            ledger: ledger, admission: admission, metrics: metrics, durability: configuration.durability, now: { wallClockMilliseconds() },
+            keys: configuration.adminKeys, state: state)
+        let separateAdmin = configuration.adminPort != nil
+        admin.servesAdmin = !separateAdmin
+        var adminOnly = admin
+        adminOnly.servesAdmin = true
+        adminOnly.servesEntries = false
+        let main = HTTPListener(contexts: byLoop, admin: admin, tls: tls, logger: logger)
         let channel: any Channel
         do {
-            channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+            channel = try await main.bootstrap(group: group, configuration: configuration)
+                .bind(host: configuration.host, port: configuration.port).get()
         } catch {
             ledger.shutdown()
             try? await group.shutdownGracefully()
             throw ServerStartError(message: "cannot listen on \(configuration.host):\(configuration.port): \(error)")
         }
-        // Raw TCP (PROTOCOL.md §12) and UDP (§13): the same loops, the same entry path.
+        // The admin listener (optional), raw TCP (PROTOCOL.md §12) and UDP (§13): the same loops,
+        // the same entry path.
+        var adminChannel: (any Channel)?
         var tcpChannel: (any Channel)?
         var udpChannels: [any Channel] = []
         do {
+            if let adminPort = configuration.adminPort {
+                let host = configuration.adminHost ?? configuration.host
+                let adminListener = HTTPListener(contexts: byLoop, admin: adminOnly, tls: nil, logger: logger)
+                do {
+                    adminChannel = try await adminListener.bootstrap(group: group, configuration: configuration).bind(host: host, port: adminPort).get()
+                } catch {
+                    throw ServerStartError(message: "cannot listen for the admin API on \(host):\(adminPort): \(error)")
+                }
+            }
+            let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
             if let tcpPort = configuration.resolvedTCPPort {
                 tcpChannel = try await ServerBootstrap(group: group)
                     .serverChannelOption(.backlog, value: 1_024)
@@ -147,6 +174,8 @@ public final class RaffleServer: Sendable {
                             return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
                         }
                         return channel.eventLoop.makeCompletedFuture {
+                            // Raw TCP over TLS: the same certificate as the main port.
+                            if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
                             try channel.pipeline.syncOperations.addHandler(TCPServerConnection(loop: context.value, logger: logger))
                         }
                     }
@@ -184,15 +213,17 @@ public final class RaffleServer: Sendable {
             }
         } catch {
             try? await channel.close()
+            try? await adminChannel?.close()
             try? await tcpChannel?.close()
             for udp in udpChannels { try? await udp.close() }
             ledger.shutdown()
             try? await group.shutdownGracefully()
+            if let error = error as? ServerStartError { throw error }
             throw ServerStartError(message: "cannot listen for raw TCP or UDP on \(configuration.host): \(error)")
         }
         return try RaffleServer(
-            configuration: configuration, ledger: ledger, group: group, channel: channel, tcpChannel: tcpChannel, udpChannels: udpChannels,
-            contexts: contexts, logger: logger)
+            configuration: configuration, ledger: ledger, group: group, channel: channel, tcpChannel: tcpChannel, adminChannel: adminChannel,
+            udpChannels: udpChannels, contexts: contexts, tls: tls, state: state, logger: logger)
     }
 
     /// Closes raffles whose closing time has passed, once a second, until `requestStop()` or
@@ -216,7 +247,9 @@ public final class RaffleServer: Sendable {
     /// acknowledged (up to `grace`), fsync the log, stop the loops. Idempotent.
     public func shutdown(grace: Duration = .seconds(10)) async {
         guard stopped.withLock({ was in defer { was = true }; return !was }) else { return }
+        state.beginShutdown()
         try? await channel.close()
+        try? await adminChannel?.close()
         try? await tcpChannel?.close()
         for context in contexts {
             try? await context.eventLoop.submit { context.value.beginShutdown() }.get()
@@ -233,6 +266,53 @@ public final class RaffleServer: Sendable {
         }
         try? await group.shutdownGracefully()
         logger.info("stopped", metadata: ["durable_bytes": "\(ledger.log.durableLSN)"])
+    }
+}
+
+/// What every listener shares about the process: whether it is shutting down (`/readyz`).
+final class ServerState: Sendable {
+    private let shuttingDown = Atomic<Bool>(false)
+
+    var isShuttingDown: Bool { shuttingDown.load(ordering: .acquiring) }
+
+    func beginShutdown() { shuttingDown.store(true, ordering: .releasing) }
+}
+
+/// A main or admin listener: its child channels become HTTP/2 or HTTP/1.1 connections (after TLS
+/// when it is configured) on the loop contexts the server made.
+struct HTTPListener: Sendable {
+    let contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>]
+    let admin: AdminAPI
+    let tls: TLSContextHolder?
+    let logger: Logger
+
+    func bootstrap(group: MultiThreadedEventLoopGroup, configuration: ServerConfiguration) -> ServerBootstrap {
+        let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
+        let timeout = TimeAmount.milliseconds(max(configuration.handshakeTimeoutMilliseconds, 1))
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1_024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: high / 2, high: high))
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                guard let context = contexts[ObjectIdentifier(channel.eventLoop)] else {
+                    return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls.context)) }
+                    let loop = context.value
+                    try pipeline.addHandler(
+                        ProtocolSelector(mode: tls == nil ? .sniff : .alpn, timeout: timeout) { choice, selected in
+                            let pipeline = selected.pipeline.syncOperations
+                            switch choice {
+                            case .http2: try pipeline.addHandler(H2ServerConnection(loop: loop, admin: admin, logger: logger))
+                            case .http1: try HTTP1ServerConnection.install(on: pipeline, loop: loop, admin: admin, logger: logger)
+                            }
+                        })
+                }
+            }
     }
 }
 

@@ -8,7 +8,7 @@ public import RaffleWire
 public struct ServerConfiguration: Sendable, Hashable {
     /// Address to listen on. Default `127.0.0.1`.
     public var host = "127.0.0.1"
-    /// HTTP/2 (h2c) port; 0 picks a free one. Default 8080.
+    /// Main port: HTTP/2 and HTTP/1.1 (over TLS when `tls` is set); 0 picks a free one. Default 8080.
     public var port = 8080
     /// Raw-TCP port (PROTOCOL.md §12): nil = the HTTP/2 port + 1 (or a free one when `port` is 0);
     /// -1 turns raw TCP off. Default nil.
@@ -61,6 +61,20 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var admission = AdmissionConfiguration()
     /// Largest JSON body accepted by the admin API. Default 64 KiB.
     public var maxAdminBodyBytes = 64 << 10
+    /// TLS for the main port and raw TCP: certificate chain and key (PEM). nil (the default):
+    /// plaintext — HTTP/2 with prior knowledge and HTTP/1.1 on the main port, told apart by the
+    /// HTTP/2 preface. With TLS, ALPN chooses `h2` or `http/1.1`; plaintext is refused there.
+    public var tls: TLSFiles?
+    /// Keys that unlock the admin API. Default none: admin calls are refused (403) until one is
+    /// configured (the `raffled` executable makes one at first start).
+    public var adminKeys = AdminKeys()
+    /// Serve the admin API and `/metrics` on a separate plaintext listener at this host and port
+    /// (0 picks a free one) instead of the main port. Default nil: on the main port.
+    public var adminHost: String?
+    public var adminPort: Int?
+    /// HTTP/1.1: close a connection whose request head (request line and header fields) has not
+    /// arrived whole this long after its first byte (slowloris). Default 10 s.
+    public var requestHeadTimeoutMilliseconds: Int64 = 10_000
 
     /// The defaults.
     public init() {}

@@ -53,6 +53,9 @@ struct StreamState {
 
     var adminBody: [UInt8] = []
     var adminBodyTooLarge = false
+    /// The `authorization` value of an admin or read request (entries requests keep theirs per
+    /// connection, for admission).
+    var authorization: [UInt8] = []
 
     /// Replies, in request order, released as the log makes them durable.
     var replies = ReplyQueue()
@@ -96,6 +99,7 @@ struct StreamState {
         unconsumed = 0
         adminBody.removeAll(keepingCapacity: true)
         adminBodyTooLarge = false
+        authorization.removeAll(keepingCapacity: true)
         replies.reset()
         status = 200
         bodyKind = .frames

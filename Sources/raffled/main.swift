@@ -11,13 +11,14 @@ import RaffleCore
 import RaffleServer
 import RaffleStorage
 import ServiceLifecycle
+import UnixSignals
 
 /// `raffled`: the raffle-entry ingestion server (`raffled serve`, the default) and `raffled verify`.
 @main
 struct Raffled: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raffled",
-        abstract: "Raffle-entry ingestion over HTTP/2 with a durable, deduplicating ledger.",
+        abstract: "Raffle-entry ingestion over HTTP/2 and HTTP/1.1 (TLS optional), raw TCP and UDP, with a durable, deduplicating ledger.",
         subcommands: [Serve.self, Verify.self],
         defaultSubcommand: Serve.self
     )
@@ -29,12 +30,15 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run the server (the default command).",
         discussion: """
             Serves the framed binary protocol (Protocol/PROTOCOL.md) on POST /v1/entries and a JSON \
-            admin API on the same h2c port. Try: curl --http2-prior-knowledge http://HOST:PORT/healthz
+            admin API on the same port, over HTTP/2 or HTTP/1.1 (with --tls-cert/--tls-key: HTTPS, ALPN \
+            h2 and http/1.1). Admin calls need an admin key: --admin-keys FILE, or the key raffled \
+            writes to DATA/admin.key at first start. SIGHUP reloads the TLS certificate and key. \
+            Try: curl http://HOST:PORT/healthz
             """
     )
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
-    @Option(help: "HTTP/2 (h2c) port; 0 picks a free one.") var port = 8080
+    @Option(help: "Main port (HTTP/2 and HTTP/1.1); 0 picks a free one.") var port = 8080
     @Option(help: "Raw-TCP frames port (default: the HTTP/2 port + 1); --tcp-port=-1 turns raw TCP off.") var tcpPort: Int?
     @Option(help: "UDP frames port (default: the HTTP/2 port + 2); --udp-port=-1 turns UDP off.") var udpPort: Int?
     @Option(help: "Largest UDP request, bytes (default 1200).") var udpMaxDatagram = 1_200
@@ -57,6 +61,18 @@ struct Serve: AsyncParsableCommand {
     var anonymousRate: UInt64?
     @Option(help: "Per-connection burst for requests without a known API key (default twice the rate).")
     var anonymousBurst: UInt64?
+    @Option(help: "TLS certificate chain (PEM: the server's certificate, then intermediates). Needs --tls-key.")
+    var tlsCert: String?
+    @Option(help: "TLS private key (PEM) of the certificate. Needs --tls-cert.") var tlsKey: String?
+    @Option(
+        help: """
+            JSON admin keys file: {"keys":[{"name":"ops","sha256":"<hex SHA-256 of the key>"}]} ("key" in clear is \
+            accepted too). Default: DATA/admin.key, made at first start.
+            """)
+    var adminKeys: String?
+    @Option(help: "Serve the admin API and /metrics on this plaintext port instead of the main one (0 picks one).")
+    var adminPort: Int?
+    @Option(help: "Address of the admin listener (default: --host).") var adminHost: String?
 
     enum DurabilityOption: String, ExpressibleByArgument, CaseIterable {
         case fsync, none
@@ -72,6 +88,32 @@ struct Serve: AsyncParsableCommand {
         guard segmentMb >= 1 else { throw ValidationError("--segment-mb must be at least 1") }
         if let loops, loops < 1 { throw ValidationError("--loops must be at least 1") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \(logLevel)") }
+        if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+        if let adminPort { guard (0...65_535).contains(adminPort) else { throw ValidationError("--admin-port must be 0 to 65535") } }
+        if adminHost != nil && adminPort == nil { throw ValidationError("--admin-host needs --admin-port") }
+    }
+
+    /// The admin keys: from `--admin-keys`, or the key in DATA/admin.key, made (0600) when missing.
+    func loadAdminKeys(logger: Logger) throws -> (keys: AdminKeys, note: String) {
+        if let adminKeys {
+            let keys = try AdminKeys.load(path: adminKeys)
+            return (keys, "admin keys from \(adminKeys) (\(keys.keys.map(\.name).joined(separator: ", ")))")
+        }
+        let path = (data as NSString).appendingPathComponent("admin.key")
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard key.utf8.count >= AdminKeys.minimumKeyLength else {
+                throw AdminKeysError(message: "\(path) holds a key shorter than \(AdminKeys.minimumKeyLength) characters")
+            }
+            return (AdminKeys([.init(name: "admin.key", key: key)]), "admin key in \(path)")
+        }
+        let key = AdminKeys.generateKey()
+        guard FileManager.default.createFile(atPath: path, contents: Data((key + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw AdminKeysError(message: "cannot write a new admin key to \(path)")
+        }
+        logger.notice("made a new admin key", metadata: ["file": "\(path)"])
+        return (AdminKeys([.init(name: "admin.key", key: key)]), "admin key in \(path) (new)")
     }
 
     func run() async throws {
@@ -95,8 +137,13 @@ struct Serve: AsyncParsableCommand {
         config.segmentBytes = segmentMb << 20
         config.http2.maxConcurrentStreams = maxStreams
         config.idleTimeoutMilliseconds = Int64(idleTimeout) * 1_000
+        config.adminPort = adminPort
+        config.adminHost = adminHost
+        if let tlsCert, let tlsKey { config.tls = TLSFiles(certificateChainPath: tlsCert, privateKeyPath: tlsKey) }
+        let adminNote: String
         do {
             if let limits { config.admission = try AdmissionConfiguration.load(path: limits) }
+            (config.adminKeys, adminNote) = try loadAdminKeys(logger: logger)
         } catch {
             logger.critical("\(error)")
             throw ExitCode(1)
@@ -128,16 +175,43 @@ struct Serve: AsyncParsableCommand {
         }
         let hostForURL = host.contains(":") ? "[\(host)]" : host
         let durabilityNote = config.durability == .none ? " — EXPERIMENTS ONLY: acknowledged entries may be lost" : ""
+        let scheme = server.usesTLS ? "https" : "http"
+        let protocols = server.usesTLS ? "TLS, ALPN h2 and http/1.1" : "HTTP/2 and HTTP/1.1"
+        let adminHostForURL = (adminHost ?? host).contains(":") ? "[\(adminHost ?? host)]" : (adminHost ?? host)
         let lines = [
-            "raffled listening on http://\(hostForURL):\(server.port) (h2c), data in \(data), durability \(config.durability.rawValue)\(durabilityNote)",
-            "frames also on raw TCP \(server.tcpPort.map { "port \($0)" } ?? "(off)") and UDP \(server.udpPort.map { "port \($0)" } ?? "(off)")",
-            "try: curl --http2-prior-knowledge http://\(hostForURL):\(server.port)/healthz",
+            "raffled listening on \(scheme)://\(hostForURL):\(server.port) (\(protocols)), data in \(data), durability \(config.durability.rawValue)\(durabilityNote)",
+            "frames also on raw TCP\(server.usesTLS ? " over TLS" : "") \(server.tcpPort.map { "port \($0)" } ?? "(off)") and UDP \(server.udpPort.map { "port \($0)" } ?? "(off)")",
+            server.adminPort.map { "admin API and /metrics on http://\(adminHostForURL):\($0); \(adminNote)" } ?? adminNote,
+            "try: curl \(server.usesTLS ? "--cacert CA.pem " : "")\(scheme)://\(hostForURL):\(server.port)/healthz",
         ]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: RaffleService(server: server, onRunning: { lines.forEach(say) }))
+        ]
+        if server.usesTLS { services.append(.init(service: TLSReloadService(server: server, logger: logger))) }
         let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: RaffleService(server: server, onRunning: { lines.forEach(say) }))],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+/// Reloads the TLS certificate and key on SIGHUP: new connections get the new ones, open
+/// connections keep theirs. A file that cannot be used is logged and the old pair stays.
+struct TLSReloadService: Service {
+    let server: RaffleServer
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            do {
+                let loaded = try server.reloadTLS()
+                logger.notice(
+                    "reloaded the TLS certificate and key",
+                    metadata: ["subject": "\(loaded.subject)", "chain": "\(loaded.chainLength)", "expired": "\(loaded.expired)"])
+            } catch {
+                logger.error("SIGHUP: kept the old TLS certificate: \(error)")
+            }
+        }
     }
 }
 

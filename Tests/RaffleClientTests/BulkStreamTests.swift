@@ -22,7 +22,7 @@ struct BulkStreamTests {
     @Test func batchesShareOneStreamAndEachGetsItsOwnAck() async throws {
         let dir = TempDir()
         let s = try await Self.start(data: dir)
-        var config = RaffleClientConfiguration()
+        var config = RaffleClientConfiguration(adminKey: testAdminKey)
         config.streamWindow = 3
         let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: config)
         let raffle = try await client.createRaffle(title: "Bulk", duration: .seconds(600))
@@ -56,7 +56,7 @@ struct BulkStreamTests {
     @Test func nonRetryableErrorsFailOnlyTheirBatch() async throws {
         let dir = TempDir()
         let s = try await Self.start(data: dir)
-        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port))
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: .init(adminKey: testAdminKey))
         let raffle = try await client.createRaffle(title: "Bulk", duration: .seconds(600))
         let wrong = client.bulkStream(raffle: 424_242)
         do {
@@ -78,7 +78,7 @@ struct BulkStreamTests {
         let first = try await Self.start(data: dir)
         let port = first.port
         let server = Mutex<RaffleServer?>(first)
-        var config = RaffleClientConfiguration()
+        var config = RaffleClientConfiguration(adminKey: testAdminKey)
         config.streamWindow = 4
         config.backoff = Backoff(base: .milliseconds(20), cap: .milliseconds(200))
         config.deadline = .seconds(20)

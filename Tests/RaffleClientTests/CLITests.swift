@@ -66,7 +66,7 @@ struct CLITests {
         #expect(FileManager.default.isExecutableFile(atPath: CLIRun.executable.path), "build the raffle executable first")
         let dir = TempDir()
         let s = try await Self.server(dir)
-        let at = ["--server", "127.0.0.1:\(s.port)"]
+        let at = ["--server", "127.0.0.1:\(s.port)", "--admin-key", testAdminKey]
 
         let created = try CLIRun.raffle(["create"] + at + ["--title", "CLI drop", "--duration", "10m", "--winners", "3", "--json"])
         #expect(created.status == 0, "\(created.stderr)")
@@ -127,7 +127,7 @@ struct CLITests {
     @Test func badInputAndFailuresExitNonZeroWithAClearMessage() async throws {
         let dir = TempDir()
         let s = try await Self.server(dir)
-        let at = ["--server", "127.0.0.1:\(s.port)"]
+        let at = ["--server", "127.0.0.1:\(s.port)", "--admin-key", testAdminKey]
         let created = try CLIRun.raffle(["create"] + at + ["--title", "Bad", "--duration", "1h", "--json"])
         let id = String(try JSONDecoder().decode(RaffleInfo.self, from: Data(created.stdout.utf8)).id)
 

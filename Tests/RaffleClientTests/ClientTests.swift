@@ -64,7 +64,7 @@ struct ClientEndToEndTests {
 
     @Test func submitsEntersAndAdminCalls() async throws {
         let (s, dir) = try await server()
-        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port))
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: .init(adminKey: testAdminKey))
         let raffle = try await client.createRaffle(title: "Drop", duration: .seconds(600), winners: 2)
         #expect(try await client.submit([Entry(userID: 1), Entry(userID: 2), Entry(userID: 1)], to: raffle.id) == [.accepted, .accepted, .alreadyEntered])
         // Concurrent single entries are coalesced, each caller getting its own outcome.
@@ -86,7 +86,7 @@ struct ClientEndToEndTests {
 
     @Test func throttledClientsWaitForTheRetryAfterAndSucceed() async throws {
         let (s, dir) = try await server { $0.admission.anonymous = RateLimit(ratePerSecond: 100, burst: 10) }
-        var config = RaffleClientConfiguration()
+        var config = RaffleClientConfiguration(adminKey: testAdminKey)
         config.maxBatchEntries = 4
         let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: config)
         let raffle = try await client.createRaffle(title: "Busy", duration: .seconds(600))
@@ -107,7 +107,7 @@ struct ClientEndToEndTests {
 
     @Test func nonRetryableErrorsSurfaceAtOnce() async throws {
         let (s, dir) = try await server()
-        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port))
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: .init(adminKey: testAdminKey))
         do {
             _ = try await client.submit([Entry(userID: 1)], to: 999)
             Issue.record("an unknown raffle must fail")
@@ -122,7 +122,7 @@ struct ClientEndToEndTests {
     }
 
     @Test func aServerThatIsDownGivesAClearErrorAfterTheDeadline() async throws {
-        var config = RaffleClientConfiguration()
+        var config = RaffleClientConfiguration(adminKey: testAdminKey)
         config.deadline = .seconds(2)  // room for several refused connects on a busy machine
         config.attemptTimeout = .milliseconds(500)  // a connect stalled by a loaded machine still leaves room to retry
         config.backoff = Backoff(base: .milliseconds(20), cap: .milliseconds(100))

@@ -10,7 +10,7 @@ import Testing
 @Suite("Retry policy: retry-after floor and the budget", .timeLimit(.minutes(1)))
 struct RetryPolicyTests {
     @Test func retryAfterIsAFloorWithOnlyALittleJitterOnTop() {
-        var config = RaffleClientConfiguration()
+        var config = RaffleClientConfiguration(adminKey: testAdminKey)
         config.retryAfterJitterShare = 0.1
         config.maxRetryAfterJitter = .milliseconds(100)
         let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: 1), configuration: config)
@@ -28,7 +28,7 @@ struct RetryPolicyTests {
     }
 
     @Test func anEmptyBudgetStopsRetriesAfterTheFirstFailure() async throws {
-        var config = RaffleClientConfiguration()
+        var config = RaffleClientConfiguration(adminKey: testAdminKey)
         config.retryRatio = 0
         config.minimumRetriesPerSecond = 0
         config.deadline = .seconds(10)
@@ -45,7 +45,7 @@ struct RetryPolicyTests {
 
     @Test func throttledRetriesFollowTheServerAndDoNotSpendTheBudget() async throws {
         let (s, dir) = try await TestServer.start { $0.admission.anonymous = RateLimit(ratePerSecond: 20, burst: 6) }
-        var config = RaffleClientConfiguration()
+        var config = RaffleClientConfiguration(adminKey: testAdminKey)
         config.retryRatio = 0
         config.minimumRetriesPerSecond = 0
         let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: config)

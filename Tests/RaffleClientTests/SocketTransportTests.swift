@@ -13,7 +13,7 @@ import Testing
 struct SocketTransportTests {
     static func start(_ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> (RaffleServer, TempDir, RaffleClient) {
         let (s, dir) = try await TestServer.start(configure)
-        return (s, dir, RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port)))
+        return (s, dir, RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: .init(adminKey: testAdminKey)))
     }
 
     @Test func submitsAndBulkStreamsOverRawTCP() async throws {
@@ -55,7 +55,7 @@ struct SocketTransportTests {
         let transport = UDPTransport(
             host: "127.0.0.1", port: try #require(s.udpPort), timing: timing,
             impairment: .init(dropShare: 0.2, duplicateShare: 0.15, reorderShare: 0.2, seed: 42))
-        var config = RaffleClientConfiguration()
+        var config = RaffleClientConfiguration(adminKey: testAdminKey)
         config.deadline = .seconds(20)
         let udp = RaffleClient(transport: transport, configuration: config)
         let batches = 40, size = 10
@@ -105,7 +105,7 @@ struct SocketTransportTests {
         var timing = UDPTransport.Timing()
         timing.initialTimeout = .milliseconds(20)
         timing.giveUpAfter = .milliseconds(300)
-        var config = RaffleClientConfiguration()
+        var config = RaffleClientConfiguration(adminKey: testAdminKey)
         config.deadline = .seconds(1)
         config.backoff = Backoff(base: .milliseconds(10), cap: .milliseconds(50))
         let udp = RaffleClient(transport: UDPTransport(host: "127.0.0.1", port: 9, timing: timing), configuration: config)

@@ -13,6 +13,7 @@ enum TestServer {
         config.dataDirectory = dir.path
         config.eventLoops = 1
         config.ingestBufferBytes = 1 << 20
+        config.adminKeys = AdminKeys([.init(name: "test", key: testAdminKey)])
         configure(&config)
         var logger = Logger(label: "client-test")
         logger.logLevel = .critical

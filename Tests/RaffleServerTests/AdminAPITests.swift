@@ -21,7 +21,7 @@ struct AdminAPITests {
         }
         let early = try await f.client.request(method: "GET", path: "/v1/raffles/\(raffle)/winners")
         #expect(early.status == 409)
-        let closed = try await f.client.request(method: "POST", path: "/v1/raffles/\(raffle)/close")
+        let closed = try await f.admin("POST", "/v1/raffles/\(raffle)/close")
         #expect(closed.status == 200)
         let draw = try await f.getJSON("/v1/raffles/\(raffle)/winners", as: DrawResult.self)
         #expect(draw.winners.count == 5 && draw.entries == 1_000)
@@ -29,7 +29,7 @@ struct AdminAPITests {
         let seed = try #require(Draw.bytes(hex: draw.seed))
         #expect(Draw.commitment(seed: seed) == created.seedCommitment)
         for format in ["csv", "ndjson"] {
-            let export = try await f.client.request(method: "GET", path: "/v1/raffles/\(raffle)/export?format=\(format)")
+            let export = try await f.admin("GET", "/v1/raffles/\(raffle)/export?format=\(format)")
             #expect(export.status == 200)
             let entries = try Export.parse(String(buffer: export.body))
             #expect(entries.count == 1_000)
@@ -37,7 +37,7 @@ struct AdminAPITests {
             #expect(again.winners == draw.winners && again.entryListHash == draw.entryListHash, "\(format)")
         }
         // Drawing again returns the same result.
-        let redraw = try await f.client.request(method: "POST", path: "/v1/raffles/\(raffle)/draw")
+        let redraw = try await f.admin("POST", "/v1/raffles/\(raffle)/draw")
         let info = try JSONDecoder().decode(RaffleInfo.self, from: Data(redraw.body.readableBytesView))
         #expect(info.draw == draw)
         await f.stop()
@@ -69,18 +69,18 @@ struct AdminAPITests {
 
     @Test func badAdminRequestsGetClearErrors() async throws {
         let f = try await ServerFixture.start()
-        let notJSON = try await f.client.request(method: "POST", path: "/v1/raffles", body: Array("title=x".utf8))
+        let notJSON = try await f.admin("POST", "/v1/raffles", body: Array("title=x".utf8))
         #expect(notJSON.status == 400 && String(buffer: notJSON.body).contains("error"))
-        let noEnd = try await f.client.request(method: "POST", path: "/v1/raffles", body: Array(#"{"title":"x"}"#.utf8))
+        let noEnd = try await f.admin("POST", "/v1/raffles", body: Array(#"{"title":"x"}"#.utf8))
         #expect(noEnd.status == 400 && String(buffer: noEnd.body).contains("durationSeconds"))
-        let badSpec = try await f.client.request(method: "POST", path: "/v1/raffles", body: Array(#"{"title":"x","durationSeconds":60,"winners":0}"#.utf8))
+        let badSpec = try await f.admin("POST", "/v1/raffles", body: Array(#"{"title":"x","durationSeconds":60,"winners":0}"#.utf8))
         #expect(badSpec.status == 400 && String(buffer: badSpec.body).contains("winners"))
         #expect(try await f.client.request(method: "GET", path: "/v1/raffles/42").status == 404)
         #expect(try await f.client.request(method: "GET", path: "/v1/raffles/abc").status == 404)
         #expect(try await f.client.request(method: "GET", path: "/nope").status == 404)
         #expect(try await f.client.request(method: "DELETE", path: "/v1/raffles").status == 405)
         let big = [UInt8](repeating: 0x20, count: 70_000)
-        #expect(try await f.client.request(method: "POST", path: "/v1/raffles", body: big).status == 413)
+        #expect(try await f.admin("POST", "/v1/raffles", body: big).status == 413)
         await f.stop()
     }
 }

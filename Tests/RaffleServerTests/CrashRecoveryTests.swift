@@ -45,7 +45,15 @@ final class RaffledProcess: @unchecked Sendable {
             throw HTTP2ClientError("raffled did not start: \(text)")
         }
         self.port = port
+        // With no --admin-keys, raffled makes DATA/admin.key at first start and reuses it after.
+        adminKey = ((try? String(contentsOfFile: data + "/admin.key", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
     }
+
+    /// The admin key raffled made in its data directory.
+    let adminKey: String
+
+    /// The `authorization` header field carrying it.
+    var adminHeader: (String, String) { ("authorization", "Bearer " + adminKey) }
 
     func kill9() {
         kill(process.processIdentifier, SIGKILL)
@@ -61,8 +69,8 @@ final class RaffledProcess: @unchecked Sendable {
 
 extension HTTP2Client {
     /// Creates a raffle from a JSON body and returns it.
-    func createRaffle(_ json: String) async throws -> RaffleInfo {
-        let response = try await request(method: "POST", path: "/v1/raffles", body: Array(json.utf8))
+    func createRaffle(_ json: String, on server: RaffledProcess) async throws -> RaffleInfo {
+        let response = try await request(method: "POST", path: "/v1/raffles", headers: [server.adminHeader], body: Array(json.utf8))
         return try JSONDecoder().decode(RaffleInfo.self, from: Data(response.body.readableBytesView))
     }
 
@@ -85,7 +93,7 @@ struct CrashRecoveryTests {
         let dir = TempDir()
         let first = try RaffledProcess(data: dir.path)
         let client = try await HTTP2Client.connect(host: "127.0.0.1", port: first.port, group: ServerFixture.group)
-        let raffle = try await client.createRaffle(#"{"title":"Crash","durationSeconds":600}"#).id
+        let raffle = try await client.createRaffle(#"{"title":"Crash","durationSeconds":600}"#, on: first).id
         let acked = Acked()
 
         // Eight writers submit batches of fresh users; the process is killed while they run.
@@ -113,7 +121,7 @@ struct CrashRecoveryTests {
 
         let second = try RaffledProcess(data: dir.path)
         let client2 = try await HTTP2Client.connect(host: "127.0.0.1", port: second.port, group: ServerFixture.group)
-        let export = try await client2.request(method: "GET", path: "/v1/raffles/\(raffle)/export?format=csv")
+        let export = try await client2.request(method: "GET", path: "/v1/raffles/\(raffle)/export?format=csv", headers: [second.adminHeader])
         let entries = try Export.parse(String(buffer: export.body))
         let stored = Set(entries.map(\.userID))
         #expect(stored.count == entries.count, "no entry is stored twice")
@@ -130,7 +138,7 @@ struct CrashRecoveryTests {
         let dir = TempDir()
         let first = try RaffledProcess(data: dir.path)
         let client = try await HTTP2Client.connect(host: "127.0.0.1", port: first.port, group: ServerFixture.group)
-        let raffle = try await client.createRaffle(#"{"title":"Stop","durationSeconds":600}"#).id
+        let raffle = try await client.createRaffle(#"{"title":"Stop","durationSeconds":600}"#, on: first).id
         let reply = try await client.postEntries(batchFrame(raffle: raffle, users: 1...500, requestID: 1))
         #expect(reply.first?.outcomes?.count == 500)
         #expect(first.terminate() == 0, "SIGTERM: graceful stop, exit 0")
@@ -148,12 +156,12 @@ struct CrashRecoveryTests {
         let dir = TempDir()
         let server = try RaffledProcess(data: dir.path)
         let client = try await HTTP2Client.connect(host: "127.0.0.1", port: server.port, group: ServerFixture.group)
-        let info = try await client.createRaffle(#"{"title":"Verify","durationSeconds":600,"winners":4,"maxTicketsPerUser":3}"#)
+        let info = try await client.createRaffle(#"{"title":"Verify","durationSeconds":600,"winners":4,"maxTicketsPerUser":3}"#, on: server)
         _ = try await client.postEntries(batchFrame(raffle: info.id, users: (1...300).map { $0 * 31 }, requestID: 1, tickets: 2))
-        _ = try await client.request(method: "POST", path: "/v1/raffles/\(info.id)/close")
+        _ = try await client.request(method: "POST", path: "/v1/raffles/\(info.id)/close", headers: [server.adminHeader])
         let draw = try JSONDecoder().decode(
             DrawResult.self, from: Data(try await client.request(method: "GET", path: "/v1/raffles/\(info.id)/winners").body.readableBytesView))
-        let export = try await client.request(method: "GET", path: "/v1/raffles/\(info.id)/export?format=csv")
+        let export = try await client.request(method: "GET", path: "/v1/raffles/\(info.id)/export?format=csv", headers: [server.adminHeader])
         let file = dir.path + "/export.csv"
         try Data(export.body.readableBytesView).write(to: URL(fileURLWithPath: file))
         await client.close()

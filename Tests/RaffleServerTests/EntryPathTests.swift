@@ -79,12 +79,12 @@ struct EntryPathTests {
         let f = try await ServerFixture.start()
         let future = Int64(Date().timeIntervalSince1970 * 1000) + 3_600_000
         let body = #"{"title":"Later","opensAt":\#(future),"durationSeconds":60}"#
-        let created = try await f.client.request(method: "POST", path: "/v1/raffles", body: Array(body.utf8))
+        let created = try await f.admin("POST", "/v1/raffles", body: Array(body.utf8))
         let later = try JSONDecoder().decode(RaffleInfo.self, from: Data(created.body.readableBytesView))
         #expect(later.state == .scheduled)
         #expect(try await f.post(batchFrame(raffle: later.id, users: [1], requestID: 1)).1.first?.outcomes == [.raffleNotOpen])
         let now = try await f.createRaffle()
-        let closed = try await f.client.request(method: "POST", path: "/v1/raffles/\(now)/close")
+        let closed = try await f.admin("POST", "/v1/raffles/\(now)/close")
         #expect(closed.status == 200)
         #expect(try await f.post(batchFrame(raffle: now, users: [1], requestID: 2)).1.first?.outcomes == [.raffleClosed])
         await f.stop()

@@ -34,7 +34,8 @@ struct HandlerTests {
             loop = LoopContext(
                 eventLoop: server.embeddedEventLoop, ledger: ledger, admission: admission, configuration: config, metrics: metrics, slotCount: 4)
             let admin = AdminAPI(
-                ledger: ledger, admission: admission, metrics: metrics, durability: .fsync, now: { Int64(Date().timeIntervalSince1970 * 1000) })
+                ledger: ledger, admission: admission, metrics: metrics, durability: .fsync, now: { Int64(Date().timeIntervalSince1970 * 1000) },
+                keys: AdminKeys([.init(name: "test", key: testAdminKey)]), state: ServerState())
             try server.pipeline.syncOperations.addHandler(H2ServerConnection(loop: loop, admin: admin, logger: Logger(label: "test")))
             client = EmbeddedChannel()
             try client.pipeline.syncOperations.addHandler(clientHandler)

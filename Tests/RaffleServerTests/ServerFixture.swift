@@ -24,6 +24,7 @@ struct ServerFixture {
         config.dataDirectory = dir.path
         config.eventLoops = 2
         config.ingestBufferBytes = 4 << 20
+        config.adminKeys = AdminKeys([.init(name: "test", key: testAdminKey)])
         configure(&config)
         var logger = Logger(label: "raffled-test")
         logger.logLevel = .warning
@@ -40,7 +41,7 @@ struct ServerFixture {
     /// Creates an open raffle and returns its id.
     func createRaffle(winners: Int = 3, maxTickets: UInt32 = 5, seconds: Int = 600) async throws -> UInt64 {
         let body = #"{"title":"Drop","durationSeconds":\#(seconds),"winners":\#(winners),"maxTicketsPerUser":\#(maxTickets)}"#
-        let response = try await client.request(method: "POST", path: "/v1/raffles", body: Array(body.utf8))
+        let response = try await admin("POST", "/v1/raffles", body: Array(body.utf8))
         guard response.status == 201 else { throw HTTP2ClientError("create: \(response.status) \(String(buffer: response.body))") }
         return try JSONDecoder().decode(RaffleInfo.self, from: Data(response.body.readableBytesView)).id
     }
@@ -52,8 +53,13 @@ struct ServerFixture {
         return (response.status, try decodeFrames(Array(buffer: response.body)), response)
     }
 
+    /// An admin call: the request with the test admin key.
+    func admin(_ method: String, _ path: String, body: [UInt8]? = nil) async throws -> HTTP2Response {
+        try await client.request(method: method, path: path, headers: [testAdminHeader], body: body)
+    }
+
     func getJSON<T: Decodable>(_ path: String, as: T.Type) async throws -> T {
-        let response = try await client.request(method: "GET", path: path)
+        let response = try await admin("GET", path)
         guard response.status == 200 else { throw HTTP2ClientError("GET \(path): \(response.status) \(String(buffer: response.body))") }
         return try JSONDecoder().decode(T.self, from: Data(response.body.readableBytesView))
     }

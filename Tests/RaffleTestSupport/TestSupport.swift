@@ -40,3 +40,9 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         return z ^ (z >> 31)
     }
 }
+
+/// The admin key the test servers are configured with.
+public let testAdminKey = "raffled-test-admin-key-0123456789"
+
+/// The `authorization` header field that carries `testAdminKey`.
+public let testAdminHeader = ("authorization", "Bearer " + testAdminKey)

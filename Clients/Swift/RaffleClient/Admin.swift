@@ -39,14 +39,14 @@ extension RaffleClient {
 
     /// The raffle's entries as CSV (`user_id,tickets`) or NDJSON, in canonical order.
     public func export(_ id: UInt64, format: String = "csv") async throws -> String {
-        let reply = try await transport.admin(method: "GET", path: "/v1/raffles/\(id)/export?format=\(format)", body: nil, authorization: authorization)
+        let reply = try await transport.admin(method: "GET", path: "/v1/raffles/\(id)/export?format=\(format)", body: nil, authorization: adminAuthorization)
         guard reply.status == 200 else { throw adminError(reply) }
         return String(decoding: reply.body, as: UTF8.self)
     }
 
     func adminJSON<T: Decodable>(_ method: String, _ path: String, body: [UInt8]? = nil, expect: Int = 200) async throws -> T {
         let reply: AdminReply
-        do { reply = try await transport.admin(method: method, path: path, body: body, authorization: authorization) } catch let e as RaffleClientError {
+        do { reply = try await transport.admin(method: method, path: path, body: body, authorization: adminAuthorization) } catch let e as RaffleClientError {
             throw e
         } catch {
             throw RaffleClientError(.connectionFailed, "\(error)")

@@ -5,8 +5,12 @@ import Synchronization
 
 /// Settings of a `RaffleClient`. Every field has a documented default.
 public struct RaffleClientConfiguration: Sendable {
-    /// Sent as `authorization: Bearer <key>`; nil: the anonymous class. Default nil.
+    /// Sent as `authorization: Bearer <key>` with entries; nil: the anonymous class. Default nil.
     public var apiKey: String?
+    /// Sent as `authorization: Bearer <key>` with admin calls (create, close, draw, export,
+    /// per-user lookups, stats); nil: none, and the server answers those 401. Public reads (raffle
+    /// info, winners) need no key. Default nil.
+    public var adminKey: String?
     /// Delays between retries of failures that carry no retry-after. Default `Backoff.defaults`
     /// (full jitter, base 50 ms, cap 10 s).
     public var backoff = Backoff.defaults
@@ -29,7 +33,10 @@ public struct RaffleClientConfiguration: Sendable {
     public var streamWindow = 8
 
     /// The defaults.
-    public init(apiKey: String? = nil) { self.apiKey = apiKey }
+    public init(apiKey: String? = nil, adminKey: String? = nil) {
+        self.apiKey = apiKey
+        self.adminKey = adminKey
+    }
 }
 
 /// The raffled client: submit entries, with batching, retries that are kind to a struggling server,
@@ -133,6 +140,8 @@ public final class RaffleClient: Sendable {
     }
 
     var authorization: String? { configuration.apiKey.map { "Bearer " + $0 } }
+
+    var adminAuthorization: String? { configuration.adminKey.map { "Bearer " + $0 } }
 
     /// Flags for request frames: a checksum where the transport needs one.
     var frameFlags: FrameFlags { transport.requiresChecksum ? .checksum : [] }

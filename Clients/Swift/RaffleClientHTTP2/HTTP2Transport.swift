@@ -1,25 +1,44 @@
 public import NIOCore
 import NIOPosix
+public import NIOSSL
 public import RaffleClient
 import RaffleHTTP2
 import RaffleWire
 import Synchronization
 
-/// `RaffleTransport` over HTTP/2 (h2c, prior knowledge) with SwiftNIO and libnghttp2 — the same glue
-/// the server uses. One connection, many multiplexed streams; after a failure the next call
-/// reconnects.
+/// `RaffleTransport` over HTTP/2 with SwiftNIO and libnghttp2 — the same glue the server uses — in
+/// cleartext (h2c, prior knowledge) or over TLS (ALPN `h2`). One connection, many multiplexed
+/// streams; after a failure the next call reconnects.
 public final class HTTP2Transport: RaffleTransport {
     private let host: String
     private let port: Int
     private let group: any EventLoopGroup
+    private let tls: NIOSSLContext?
     private let connection = Mutex<HTTP2Client?>(nil)
 
-    /// A transport to `host:port`; connections are made on first use on `group` (default: NIO's
-    /// shared singleton group).
+    /// A cleartext (h2c) transport to `host:port`; connections are made on first use on `group`
+    /// (default: NIO's shared singleton group).
     public init(host: String, port: Int, group: (any EventLoopGroup)? = nil) {
         self.host = host
         self.port = port
         self.group = group ?? MultiThreadedEventLoopGroup.singleton
+        tls = nil
+    }
+
+    /// A transport over TLS. `tls` defaults to `HTTP2Transport.tlsConfiguration()` (the system's
+    /// trust store, ALPN `h2`); give `tlsConfiguration(caFile:)` for a private CA.
+    /// - Throws: NIOSSL's error when the configuration cannot be used (e.g. an unreadable CA file).
+    public init(host: String, port: Int, tls: TLSConfiguration, group: (any EventLoopGroup)? = nil) throws {
+        self.host = host
+        self.port = port
+        self.group = group ?? MultiThreadedEventLoopGroup.singleton
+        self.tls = try NIOSSLContext(configuration: tls)
+    }
+
+    /// A TLS configuration for raffled: ALPN `h2`, TLS 1.2 or later, the system's trust store plus
+    /// `caFile` (PEM) when given.
+    public static func tlsConfiguration(caFile: String? = nil) -> TLSConfiguration {
+        HTTP2Client.clientTLSConfiguration(caFile: caFile)
     }
 
     private func client() async throws -> HTTP2Client {
@@ -28,7 +47,9 @@ public final class HTTP2Transport: RaffleTransport {
             await forget(existing)  // closed by the server (idle timeout, restart): make a new one
         }
         let fresh: HTTP2Client
-        do { fresh = try await HTTP2Client.connect(host: host, port: port, group: group) } catch {
+        do { fresh = try await HTTP2Client.connect(host: host, port: port, group: group, tls: tls) } catch let error as HTTP2ClientError {
+            throw RaffleClientError(.connectionFailed, error.message)
+        } catch {
             throw RaffleClientError(.connectionFailed, "cannot connect to \(host):\(port): \(error)")
         }
         let (kept, extra) = connection.withLock { current -> (HTTP2Client, HTTP2Client?) in

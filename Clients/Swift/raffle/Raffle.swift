@@ -12,8 +12,10 @@ struct Raffle: AsyncParsableCommand {
         commandName: "raffle",
         abstract: "Create, fill, close, draw and verify raffles on a raffled server.",
         discussion: """
-            The server is --server HOST:PORT (default $RAFFLE_SERVER, else 127.0.0.1:8080); the API key is \
-            --api-key (default $RAFFLE_API_KEY). A typical run:
+            The server is --server HOST:PORT or https://HOST:PORT (default $RAFFLE_SERVER, else \
+            127.0.0.1:8080); --ca-file trusts a private CA (and means TLS). The API key is --api-key (default \
+            $RAFFLE_API_KEY); admin calls (create, close, draw, export, stats) need --admin-key (default \
+            $RAFFLE_ADMIN_KEY) or --admin-key-file (e.g. raffle-data/admin.key). A typical run:
               raffle create --title "Sneaker drop" --duration 10m --winners 3
               raffle submit 1 entries.csv
               raffle close 1
@@ -26,12 +28,34 @@ struct Raffle: AsyncParsableCommand {
 /// Where the server is and who we are.
 struct ServerOptions: ParsableArguments {
     @Option(help: "The raffled server, HOST:PORT (default: $RAFFLE_SERVER or 127.0.0.1:8080).") var server: String?
-    @Option(help: "API key sent as a bearer token (default: $RAFFLE_API_KEY).") var apiKey: String?
+    @Option(help: "API key sent as a bearer token with entries (default: $RAFFLE_API_KEY).") var apiKey: String?
+    @Option(help: "Admin key for create, close, draw, export and stats (default: $RAFFLE_ADMIN_KEY).") var adminKey: String?
+    @Option(help: "Read the admin key from this file (e.g. raffle-data/admin.key).") var adminKeyFile: String?
+    @Option(help: "Trust this CA (PEM) for the server's certificate; implies TLS.") var caFile: String?
     @Option(help: "Give up on a call after this long, e.g. 30s, 2m.") var deadline = "30s"
 
     func validate() throws {
         _ = try endpoint()
         guard CLIDuration.parse(deadline) != nil else { throw ValidationError("--deadline: expected a duration such as 30s or 2m") }
+        if let caFile, !FileManager.default.isReadableFile(atPath: caFile) { throw ValidationError("--ca-file: cannot read \(caFile)") }
+        if adminKey != nil && adminKeyFile != nil { throw ValidationError("give --admin-key or --admin-key-file, not both") }
+    }
+
+    /// The admin key: --admin-key, --admin-key-file, or $RAFFLE_ADMIN_KEY.
+    func resolvedAdminKey() throws -> String? {
+        if let adminKey { return adminKey }
+        if let adminKeyFile {
+            guard let text = try? String(contentsOfFile: adminKeyFile, encoding: .utf8) else {
+                throw ValidationError("--admin-key-file: cannot read \(adminKeyFile)")
+            }
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return ProcessInfo.processInfo.environment["RAFFLE_ADMIN_KEY"]
+    }
+
+    /// Whether to speak TLS: an https:// server or a CA file.
+    var usesTLS: Bool {
+        caFile != nil || (server ?? ProcessInfo.processInfo.environment["RAFFLE_SERVER"] ?? "").hasPrefix("https://")
     }
 
     func endpoint() throws -> (host: String, port: Int) {
@@ -50,10 +74,16 @@ struct ServerOptions: ParsableArguments {
 
     func client(window: Int? = nil) throws -> RaffleClient {
         let (host, port) = try endpoint()
-        var config = RaffleClientConfiguration(apiKey: apiKey ?? ProcessInfo.processInfo.environment["RAFFLE_API_KEY"])
+        var config = RaffleClientConfiguration(
+            apiKey: apiKey ?? ProcessInfo.processInfo.environment["RAFFLE_API_KEY"], adminKey: try resolvedAdminKey())
         config.deadline = CLIDuration.parse(deadline) ?? .seconds(30)
         if let window { config.streamWindow = window }
-        return RaffleClient(transport: HTTP2Transport(host: host, port: port), configuration: config)
+        guard usesTLS else { return RaffleClient(transport: HTTP2Transport(host: host, port: port), configuration: config) }
+        let transport: HTTP2Transport
+        do { transport = try HTTP2Transport(host: host, port: port, tls: HTTP2Transport.tlsConfiguration(caFile: caFile)) } catch {
+            throw ValidationError("--ca-file: cannot use \(caFile ?? "the system trust store"): \(error)")
+        }
+        return RaffleClient(transport: transport, configuration: config)
     }
 }
 
