@@ -21,7 +21,7 @@ trap cleanup EXIT
 pin 0 .build/release/raffled --port 18180 --tcp-port=-1 --udp-port=-1 --data "$tmp/raffled" --loops 1 --log-level warning --global-rate 0 --anonymous-rate 1000000000 >"$tmp/raffled.log" 2>&1 &
 pin 0 Bench/.build/release/grpc-peer --port 18181 --data "$tmp/grpc" >"$tmp/grpc.log" 2>&1 &
 sleep 2
-curl -s --http2-prior-knowledge -X POST -d '{"title":"bench","durationSeconds":86400}' http://127.0.0.1:18180/v1/raffles >/dev/null
+curl -s -H "authorization: Bearer $(cat "$tmp/raffled/admin.key")" -X POST -d '{"title":"bench","durationSeconds":86400}' http://127.0.0.1:18180/v1/raffles >/dev/null
 python3 - "$tmp" <<'PY'
 import struct, sys
 d = sys.argv[1]

@@ -52,7 +52,7 @@ done
 pin $server_core h2o -c "$tmp/h2o.conf" >"$tmp/h2o.log" 2>&1 & pids+=($!)
 pin $server_core .build/release/raffled --port 18080 --data "$tmp/data" --loops 1 --durability fsync --log-level warning --global-rate 0 --anonymous-rate 1000000000 >"$tmp/raffled.log" 2>&1 & pids+=($!)
 for _ in $(seq 50); do curl -s --http2-prior-knowledge http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.1; done
-curl -s --http2-prior-knowledge -X POST -d '{"title":"bench","durationSeconds":86400}' http://127.0.0.1:18080/v1/raffles >/dev/null
+curl -s -H "authorization: Bearer $(cat "$tmp/data/admin.key")" -X POST -d '{"title":"bench","durationSeconds":86400}' http://127.0.0.1:18080/v1/raffles >/dev/null
 python3 - "$tmp/one.bin" <<'PY'
 import struct, sys
 p = struct.pack('<QII', 1, 1, 0) + struct.pack('<QII', 42, 1, 0)
@@ -60,19 +60,22 @@ open(sys.argv[1], 'wb').write(b'RF' + struct.pack('<BBHHIQ', 1, 1, 0, 0, len(p),
 PY
 
 rate() { awk '/finished in/ {gsub(",", "", $4); print $4}'; }
-h2o_rates=(); raffled_rates=()
+h2o_rates=(); raffled_rates=(); h1_rates=()
 for r in $(seq "$ROUNDS"); do
   h=$(pin $client_core h2load -c16 -m32 -t1 -n "$N" http://127.0.0.1:18090/ok 2>&1 | rate)
   s=$(pin $client_core h2load -c16 -m32 -t1 -n "$N" -d "$tmp/one.bin" -H "content-type: application/vnd.raffled.frames" http://127.0.0.1:18080/v1/entries 2>&1 | rate)
-  echo "bench: round $r/$ROUNDS: h2o ${h} req/s, raffled ${s} req/s"
-  h2o_rates+=("$h"); raffled_rates+=("$s")
+  # The same body over HTTP/1.1 (keep-alive, 32 pipelined requests per connection).
+  s1=$(pin $client_core h2load --h1 -c16 -m32 -t1 -n "$N" -d "$tmp/one.bin" -H "content-type: application/vnd.raffled.frames" http://127.0.0.1:18080/v1/entries 2>&1 | rate)
+  echo "bench: round $r/$ROUNDS: h2o ${h} req/s, raffled ${s} req/s over HTTP/2, ${s1} req/s over HTTP/1.1"
+  h2o_rates+=("$h"); raffled_rates+=("$s"); h1_rates+=("$s1")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-H=$(median "${h2o_rates[@]}"); S=$(median "${raffled_rates[@]}")
+H=$(median "${h2o_rates[@]}"); S=$(median "${raffled_rates[@]}"); S1=$(median "${h1_rates[@]}")
 echo
 echo "single-entry submissions (h2load -c16 -m32 -t1 -n $N, server on 1 pinned core, durability fsync):"
 printf '  h2o static 2-byte file  %10.0f req/s\n' "$H"
-printf '  raffled POST 1 entry    %10.0f req/s\n' "$S"
+printf '  raffled POST 1 entry    %10.0f req/s   (HTTP/2)\n' "$S"
+printf '  raffled POST 1 entry    %10.0f req/s   (HTTP/1.1, h2load --h1, 32 pipelined)\n' "$S1"
 printf '  ratio raffled / h2o     %10.2f   (target >= 0.50)\n' "$(echo "$S / $H" | bc -l)"
 echo "  note: h2load re-sends one body, so after the first request every entry is 'already entered':"
 echo "  this measures the request path up to the dedupe check, not the log."
@@ -84,10 +87,10 @@ pkill -f -- "$tmp/data" 2>/dev/null || true; sleep 0.5
 rm -rf "$tmp/data2"
 pin $server_core .build/release/raffled --port 18081 --data "$tmp/data2" --loops 1 --durability fsync --log-level warning --global-rate 0 --anonymous-rate 1000000000 >"$tmp/raffled2.log" 2>&1 & pids+=($!)
 for _ in $(seq 50); do curl -s --http2-prior-knowledge http://127.0.0.1:18081/healthz >/dev/null && break; sleep 0.1; done
-line=$(pin $client_core Bench/.build/release/IngestLoad 127.0.0.1 18081 2 32 4000 "$INGEST")
+line=$(RAFFLE_ADMIN_KEY="$(cat "$tmp/data2/admin.key")" pin $client_core Bench/.build/release/IngestLoad 127.0.0.1 18081 2 32 4000 "$INGEST")
 echo "$line"
 ingest=$(echo "$line" | sed -E 's/.*= ([0-9]+) entries\/s.*/\1/')
-stats=$(curl -s --http2-prior-knowledge http://127.0.0.1:18081/v1/stats)
+stats=$(curl -s -H "authorization: Bearer $(cat "$tmp/data2/admin.key")" http://127.0.0.1:18081/v1/stats)
 per=$(echo "$stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print("%.1f" % s["indexBytesPerEntry"])')
 fsyncs=$(curl -s --http2-prior-knowledge http://127.0.0.1:18081/metrics | awk '/^raffled_log_entries_per_fsync/ {print $2}')
 echo

@@ -158,7 +158,9 @@ public final class AdmissionController: Sendable {
         let presented = UnsafeRawBufferPointer(rebasing: authorization[prefix.count...])
         var found = -1
         for (i, client) in clients.enumerated() {
-            var difference = UInt8(truncatingIfNeeded: client.key.count ^ presented.count)
+            // Lengths differ: a mismatch, whatever the bytes. (Folding the length difference into
+            // a UInt8 used to let the key followed by 256·k extra bytes through.)
+            var difference: UInt8 = client.key.count == presented.count ? 0 : 1
             for j in 0..<client.key.count {
                 difference |= client.key[j] ^ (j < presented.count ? presented[j] : 0)
             }

@@ -102,6 +102,13 @@ struct AdmissionControllerTests {
         let c = controller()
         #expect(identify(c, "Bearer " + Self.key) == 0)
         #expect(identify(c, "Bearer " + Self.key + "x") == nil, "a longer key is another key")
+        for k in 1...3 {
+            // The real key followed by 256·k bytes: the length differs by a multiple of 256, which
+            // once folded to zero in a UInt8 and let these through.
+            let padded = "Bearer " + Self.key + String(repeating: "\0", count: 256 * k)
+            #expect(identify(c, padded) == nil, "key + \(256 * k) NUL bytes")
+            #expect(identify(c, "Bearer " + Self.key + String(repeating: "a", count: 256 * k)) == nil)
+        }
         #expect(identify(c, "Bearer " + String(Self.key.dropLast())) == nil)
         #expect(identify(c, "Bearer wrong") == nil, "a wrong key is anonymous, not an error")
         #expect(identify(c, "") == nil)

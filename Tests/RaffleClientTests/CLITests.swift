@@ -16,44 +16,9 @@ struct CLIRun {
     }
 
     static func raffle(_ arguments: [String], stdin: String? = nil) throws -> CLIRun {
-        let p = Process()
-        p.executableURL = executable
-        p.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        var input: Pipe?
-        if stdin != nil {
-            input = Pipe()
-            p.standardInput = input
-        }
-        try p.run()
-        if let stdin, let input {
-            input.fileHandleForWriting.write(Data(stdin.utf8))
-            try input.fileHandleForWriting.close()
-        }
-        // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
-        let errData = PipeData()
-        let reader = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
-        reader.start()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        while !errData.done { usleep(1_000) }
-        return CLIRun(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData.value, as: UTF8.self))
+        let r = try runCommand(executable.path, arguments, stdin: stdin)
+        return CLIRun(status: r.status, stdout: r.stdout, stderr: r.stderr)
     }
-}
-
-/// A Data handed from the stderr reader thread.
-///
-/// `@unchecked Sendable`: `value` is written once by the reader thread before `done` is set under the
-/// lock, and read only after `done` is seen under the same lock.
-final class PipeData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var _value = Data()
-    private var _done = false
-    func set(_ d: Data) { lock.withLock { _value = d; _done = true } }
-    var done: Bool { lock.withLock { _done } }
-    var value: Data { lock.withLock { _value } }
 }
 
 @Suite("The raffle command line against a real raffled on 127.0.0.1", .timeLimit(.minutes(1)))

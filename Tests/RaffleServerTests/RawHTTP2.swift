@@ -133,20 +133,26 @@ final class RawSocket {
 
     /// Reads until `done` says so, the peer closes (sets `closed`), or `seconds` pass.
     func read(for seconds: Double = 3, until done: ([Frame]) -> Bool = { _ in false }) -> (frames: [RawHTTP2.Frame], closed: Bool) {
+        let (bytes, closed) = readBytes(for: seconds) { done(RawHTTP2.parse($0)) }
+        return (RawHTTP2.parse(bytes), closed)
+    }
+
+    /// Reads raw bytes until `done` says so, the peer closes (sets `closed`), or `seconds` pass.
+    func readBytes(for seconds: Double = 3, until done: ([UInt8]) -> Bool = { _ in false }) -> (bytes: [UInt8], closed: Bool) {
         var bytes: [UInt8] = []
         let deadline = Date().addingTimeInterval(seconds)
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while Date() < deadline {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n == 0 { return (RawHTTP2.parse(bytes), true) }
+            if n == 0 { return (bytes, true) }
             if n > 0 {
                 bytes += buffer[..<n]
-                if done(RawHTTP2.parse(bytes)) { return (RawHTTP2.parse(bytes), false) }
+                if done(bytes) { return (bytes, false) }
             } else if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
-                return (RawHTTP2.parse(bytes), true)
+                return (bytes, true)
             }
         }
-        return (RawHTTP2.parse(bytes), false)
+        return (bytes, false)
     }
 
     typealias Frame = RawHTTP2.Frame

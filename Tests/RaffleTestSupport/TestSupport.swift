@@ -46,3 +46,74 @@ public let testAdminKey = "raffled-test-admin-key-0123456789"
 
 /// The `authorization` header field that carries `testAdminKey`.
 public let testAdminHeader = ("authorization", "Bearer " + testAdminKey)
+
+/// A finished child process: its exit status and everything it wrote.
+public struct CommandResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+/// Runs `executable` (a path, or a name looked up in PATH) with `arguments` and optional standard
+/// input, reading both pipes to the end before waiting so a chatty child never blocks; a child
+/// still running after `timeout` seconds is killed (status then says so).
+public func runCommand(_ executable: String, _ arguments: [String], stdin: String? = nil, environment: [String: String]? = nil, timeout: Double = 60) throws -> CommandResult {
+    let p = Process()
+    if executable.contains("/") {
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+    } else {
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = [executable] + arguments
+    }
+    if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    let input = Pipe()
+    p.standardInput = stdin == nil ? FileHandle.nullDevice : input
+    try p.run()
+    if let stdin {
+        input.fileHandleForWriting.write(Data(stdin.utf8))
+        try input.fileHandleForWriting.close()
+    }
+    let killer = DispatchWorkItem { if p.isRunning { p.terminate() } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+    let errData = PipeData()
+    let reader = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
+    reader.start()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    killer.cancel()
+    while !errData.done { usleep(1_000) }
+    return CommandResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData.value, as: UTF8.self))
+}
+
+/// A Data handed from a reader thread.
+///
+/// `@unchecked Sendable`: `value` is written once by the reader thread before `done` is set under the
+/// lock, and read only after `done` is seen under the same lock.
+final class PipeData: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _value = Data()
+    private var _done = false
+    func set(_ d: Data) { lock.withLock { _value = d; _done = true } }
+    var done: Bool { lock.withLock { _done } }
+    var value: Data { lock.withLock { _value } }
+}
+
+/// The repository's root (where Package.swift is), found from this source file.
+public let repositoryRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+/// Certificates made by `scripts/dev-cert` in a temporary directory: `ca.pem`, `server.pem`
+/// (chain), `server.key`. `expired`: a server certificate that expired yesterday.
+public func makeDevCertificates(in dir: String, expired: Bool = false) throws {
+    let result = try runCommand(repositoryRoot + "/scripts/dev-cert", [dir], environment: ["DEV_CERT_EXPIRED": expired ? "1" : "0"])
+    guard result.status == 0 else { throw TestSupportError("scripts/dev-cert failed: \(result.stderr)") }
+}
+
+/// A test helper could not do its job.
+public struct TestSupportError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

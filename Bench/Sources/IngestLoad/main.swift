@@ -25,7 +25,10 @@ let total = args.count > 6 ? Int(args[6]) ?? 2_000_000 : 2_000_000
 
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let first = try await HTTP2Client.connect(host: host, port: port, group: group)
-let created = try await first.request(method: "POST", path: "/v1/raffles", body: Array(#"{"title":"ingest","durationSeconds":86400}"#.utf8))
+// Creating a raffle is an admin call: the key comes from $RAFFLE_ADMIN_KEY (raffled's DATA/admin.key).
+let adminKey = ProcessInfo.processInfo.environment["RAFFLE_ADMIN_KEY"] ?? ""
+let created = try await first.request(
+    method: "POST", path: "/v1/raffles", headers: [("authorization", "Bearer " + adminKey)], body: Array(#"{"title":"ingest","durationSeconds":86400}"#.utf8))
 guard created.status == 201, let text = created.body.getString(at: created.body.readerIndex, length: created.body.readableBytes),
     let idRange = text.range(of: #""id":"#), let raffle = UInt64(text[idRange.upperBound...].prefix { $0.isNumber })
 else {

@@ -34,12 +34,14 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Durability of the raffled this run starts: fsync or none.") var durability = "fsync"
     @Option(parsing: .unconditionalSingleValue, help: "Extra argument for the raffled this run starts (repeat), e.g. --server-arg=--global-rate=100000.")
     var serverArg: [String] = []
+    @Option(help: "Admin key of a --target server (default: $RAFFLE_ADMIN_KEY); a server this run starts needs none.")
+    var adminKey: String?
     @Option(help: "Transport: http2, tcp or udp.") var transport: TransportKind = .http2
     @Option(help: "Write the result as JSON here.") var json: String?
     @Option(help: "Draw throughput and p50/p99 latency over time as SVG here.") var svg: String?
 
     func start() throws -> Target {
-        if let target { return try Target(address: target) }
+        if let target { return try Target(address: target, adminKey: adminKey ?? ProcessInfo.processInfo.environment["RAFFLE_ADMIN_KEY"]) }
         return try Target(start: Target.locate(raffled), durability: durability, arguments: serverArg)
     }
 
@@ -408,7 +410,7 @@ final class ScenarioRun: Sendable {
     /// Starts (or finds) the server, creates the raffle `name`, starts the progress line.
     static func start(_ common: CommonOptions, _ name: String, total: Int?) async throws -> ScenarioRun {
         let target = try common.start()
-        let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port))
+        let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port), configuration: .init(adminKey: target.adminKey))
         let raffle: UInt64
         do { raffle = try await admin.createRaffle(title: name, duration: .seconds(86_400)).id } catch {
             target.stop()

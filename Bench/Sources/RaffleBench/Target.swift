@@ -8,12 +8,16 @@ final class Target: @unchecked Sendable {
     let port: Int
     let tcpPort: Int?
     let udpPort: Int?
+    /// The admin key (creating the bench's raffle, reading stats): read from the data directory of a
+    /// server this run started, else `--admin-key` / `$RAFFLE_ADMIN_KEY`.
+    let adminKey: String?
     private let process: Process?
     private let dataDirectory: String?
     let description: String
 
     /// Uses a running server at `host:port` (raw TCP and UDP on the default offsets).
-    init(address: String) throws {
+    init(address: String, adminKey: String?) throws {
+        self.adminKey = adminKey
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
             throw BenchError("--target: expected HOST:PORT, got \(address)")
         }
@@ -58,6 +62,8 @@ final class Target: @unchecked Sendable {
         self.port = port
         tcpPort = number(after: "raw TCP port ")
         udpPort = number(after: "UDP port ")
+        // raffled makes DATA/admin.key at first start when given no --admin-keys.
+        adminKey = (try? String(contentsOfFile: data + "/admin.key", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         process = p
         dataDirectory = data
         description = "raffled started by the bench (\(executable), durability \(durability), \(arguments.joined(separator: " ")))"
