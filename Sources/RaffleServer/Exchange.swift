@@ -1,3 +1,4 @@
+import Foundation
 import RaffleAdmission
 import RaffleStorage
 import RaffleWire
@@ -6,6 +7,14 @@ import RaffleWire
 // frames go through the shared entry path (`LoopContext.assemble` / `processFrames`) into the
 // stream's reply queue, the status follows the first reply, and replies are released as the log
 // makes them durable. The two HTTP adapters only move bytes and headers.
+
+/// Whether a `content-type` value names `application/vnd.raffled.frames`: parameters are ignored and
+/// media types are case-insensitive (RFC 9110 §8.3.1).
+func isFramesContentType(_ value: String?) -> Bool {
+    guard let value else { return false }
+    let type = value.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+    return type.trimmingCharacters(in: .whitespaces).lowercased() == Wire.contentType
+}
 
 /// Who is asking and when, for one read's worth of frames.
 struct IngestContext {

@@ -324,8 +324,10 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
             }
             streams[i].client = lastClient
         } else if equal(name, "content-type") {
+            // The exact spelling is checked first (no allocation); any other is parsed.
             streams[i].contentTypeOK = equal(value, "application/vnd.raffled.frames")
                 || startsWith(value, "application/vnd.raffled.frames;")
+                || isFramesContentType(String(decoding: value, as: UTF8.self))
         }
         return .ok
     }

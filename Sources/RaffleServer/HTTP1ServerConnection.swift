@@ -184,7 +184,7 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
                 answerNow(AdminResponse(status: 404, json: AdminAPI.errorJSON("entries are not taken on the admin listener")))
             } else if !exchange.isPost {
                 answerNow(AdminResponse(status: 405, json: AdminAPI.errorJSON("use POST for /v1/entries")))
-            } else if !Self.isFramesContentType(head.headers.first(name: "content-type")) {
+            } else if !isFramesContentType(head.headers.first(name: "content-type")) {
                 exchange.route = .discard
                 exchange.addError(ProtocolError(code: .badContentType, message: "content-type must be \(Wire.contentType)"), loop: loop)
                 exchange.finished = true
@@ -206,13 +206,6 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
         if exchange.route != .discard && exchange.route != .pending, head.headers.first(name: "expect")?.lowercased() == "100-continue" {
             context?.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
         }
-    }
-
-    /// `application/vnd.raffled.frames`, with or without parameters; media types are case-insensitive.
-    static func isFramesContentType(_ value: String?) -> Bool {
-        guard let value else { return false }
-        let type = value.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        return type.trimmingCharacters(in: .whitespaces).lowercased() == Wire.contentType
     }
 
     private func answerNow(_ response: AdminResponse) {

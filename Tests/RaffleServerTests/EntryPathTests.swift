@@ -60,6 +60,8 @@ struct EntryPathTests {
         #expect(s404 == 404 && unknown.first?.errorCode == .unknownRaffle && unknown.first?.requestID == 3)
         let (s415, wrongType, _) = try await f.post(batchFrame(raffle: raffle, users: [1], requestID: 4), contentType: "application/json")
         #expect(s415 == 415 && wrongType.first?.errorCode == .badContentType)
+        let (sCase, cased, _) = try await f.post(batchFrame(raffle: raffle, users: [99], requestID: 4), contentType: "Application/VND.Raffled.Frames ; v=1")
+        #expect(sCase == 200 && cased.first?.outcomes == [.accepted], "media types are case-insensitive, parameters ignored")
         let get = try await f.client.request(method: "GET", path: Wire.entriesPath)
         #expect(get.status == 405)
         let full = batchFrame(raffle: raffle, users: [1, 2], requestID: 5)
@@ -71,7 +73,7 @@ struct EntryPathTests {
         huge[8] = 0xFF; huge[9] = 0xFF; huge[10] = 0xFF  // announces ~16 MiB
         let (s413, tooLarge, _) = try await f.post(huge)
         #expect(s413 == 413 && tooLarge.first?.errorCode == .frameTooLarge)
-        #expect(try await f.getJSON("/v1/raffles/\(raffle)", as: RaffleInfo.self).entries == 0)
+        #expect(try await f.getJSON("/v1/raffles/\(raffle)", as: RaffleInfo.self).entries == 1, "only user 99, whose request was valid")
         await f.stop()
     }
 
