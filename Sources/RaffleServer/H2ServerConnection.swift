@@ -43,7 +43,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     private var inSession = false
     private var draining = false
     private var readPaused = false
-    private var timer: RepeatedTask?
+    private var lifetime = ConnectionLifetime()
     private let admin: AdminAPI
     /// The anonymous class's bucket for this connection.
     private var anonymousBucket: LocalGCRA
@@ -67,9 +67,8 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        loop.metrics.connectionsOpened.increment()
-        loop.metrics.connections.increment()
-        loop.register(self)
+        let check = TimeAmount.milliseconds(max(min(loop.configuration.idleTimeoutMilliseconds, loop.configuration.handshakeTimeoutMilliseconds) / 4, 10))
+        lifetime.begin(self, loop: loop, on: context.eventLoop, every: check) { $0.checkTimeouts() }
         do {
             let session = try HTTP2Session(role: .server, delegate: self, options: loop.configuration.http2Options)
             try session.submitSettings(loop.configuration.http2)
@@ -78,11 +77,6 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
             logger.error("cannot start an HTTP/2 session: \(error)")
             context.close(promise: nil)
             return
-        }
-        let check = TimeAmount.milliseconds(max(min(loop.configuration.idleTimeoutMilliseconds, loop.configuration.handshakeTimeoutMilliseconds) / 4, 10))
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: check, delay: check) { _ in
-            bound.value.checkTimeouts()
         }
         if context.channel.isActive { flushOutput() }
     }
@@ -103,16 +97,11 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     }
 
     private func teardown() {
-        guard let session else { return }
         // Delete the session first so no callback can fire into a half-torn-down handler.
-        session.close()
-        self.session = nil
-        timer?.cancel()
-        timer = nil
+        session?.close()
+        session = nil
+        guard lifetime.end(self, loop: loop) else { return }
         for i in streams.indices where streams[i].active { releaseStream(i) }
-        loop.stopWaiting(self)
-        loop.unregister(self)
-        loop.metrics.connections.decrement()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

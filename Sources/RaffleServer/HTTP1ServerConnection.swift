@@ -58,9 +58,9 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
     private var lastClient: Int?
     private var waiting = false
     private var readPaused = false
-    private var closed = false
+    private var lifetime = ConnectionLifetime()
+    private var closed: Bool { lifetime.ended }
     private var draining = false
-    private var timer: RepeatedTask?
 
     init(loop: LoopContext, admin: AdminAPI, activity: ReadActivity, logger: Logger) {
         self.loop = loop
@@ -88,13 +88,9 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        loop.register(self)
-        loop.metrics.connectionsOpened.increment()
-        loop.metrics.connections.increment()
         let configuration = loop.configuration
         let check = TimeAmount.milliseconds(max(min(configuration.idleTimeoutMilliseconds, configuration.requestHeadTimeoutMilliseconds) / 4, 10))
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: check, delay: check) { _ in bound.value.checkTimeouts() }
+        lifetime.begin(self, loop: loop, on: context.eventLoop, every: check) { $0.checkTimeouts() }
         if loop.shuttingDown { draining = true }
     }
 
@@ -109,14 +105,8 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
     }
 
     private func teardown() {
-        guard !closed else { return }
-        closed = true
-        timer?.cancel()
-        timer = nil
+        guard lifetime.end(self, loop: loop) else { return }
         exchange.partial.drop(loop)
-        loop.stopWaiting(self)
-        loop.unregister(self)
-        loop.metrics.connections.decrement()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -254,8 +244,10 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
             waiting = true
             loop.wait(self)
         }
-        resumeReadingIfDrained()
         context.flush()
+        // Bound unsent bytes: past the channel's high-water mark (maxUnsentBytesPerConnection) stop
+        // reading until the socket drains (channelWritabilityChanged resumes).
+        if !context.channel.isWritable { pauseReading() } else { resumeReadingIfDrained() }
     }
 
     private func writeHead(_ context: ChannelHandlerContext) {

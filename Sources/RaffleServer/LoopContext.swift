@@ -119,3 +119,34 @@ final class LoopContext {
         for connection in connections.values { connection.beginShutdown() }
     }
 }
+
+/// What every connection handler on a loop does when it comes and goes: counted in the metrics,
+/// registered for commits and shutdown, and a repeating timer on its loop for its timeouts.
+struct ConnectionLifetime {
+    private var timer: RepeatedTask?
+    /// `end` has run.
+    private(set) var ended = false
+
+    /// Counts and registers `connection`, and calls `tick` on it every `period` until `end`.
+    mutating func begin<C: LoopConnection>(
+        _ connection: C, loop: LoopContext, on eventLoop: any EventLoop, every period: TimeAmount, tick: @escaping @Sendable (C) -> Void
+    ) {
+        loop.register(connection)
+        loop.metrics.connectionsOpened.increment()
+        loop.metrics.connections.increment()
+        let bound = NIOLoopBound(connection, eventLoop: eventLoop)
+        timer = eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in tick(bound.value) }
+    }
+
+    /// Stops the timer and forgets `connection`; false if it had ended already.
+    mutating func end(_ connection: some LoopConnection, loop: LoopContext) -> Bool {
+        guard !ended else { return false }
+        ended = true
+        timer?.cancel()
+        timer = nil
+        loop.stopWaiting(connection)
+        loop.unregister(connection)
+        loop.metrics.connections.decrement()
+        return true
+    }
+}

@@ -24,11 +24,11 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
     /// No more frames will be taken (a connection-level error, end of input, or shutdown); the
     /// connection closes once every reply is sent.
     private var finished = false
-    private var closed = false
+    private var lifetime = ConnectionLifetime()
+    private var closed: Bool { lifetime.ended }
     private var waiting = false
     private var readPaused = false
     private var lastActivityNanos: UInt64
-    private var timer: RepeatedTask?
 
     init(loop: LoopContext, logger: Logger) {
         self.loop = loop
@@ -39,12 +39,8 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        loop.register(self)
-        loop.metrics.connectionsOpened.increment()
-        loop.metrics.connections.increment()
         let check = TimeAmount.milliseconds(max(loop.configuration.idleTimeoutMilliseconds / 4, 10))
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: check, delay: check) { _ in bound.value.checkIdle() }
+        lifetime.begin(self, loop: loop, on: context.eventLoop, every: check) { $0.checkIdle() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -58,14 +54,8 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
     }
 
     private func teardown() {
-        guard !closed else { return }
-        closed = true
-        timer?.cancel()
-        timer = nil
+        guard lifetime.end(self, loop: loop) else { return }
         partial.drop(loop)
-        loop.stopWaiting(self)
-        loop.unregister(self)
-        loop.metrics.connections.decrement()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
