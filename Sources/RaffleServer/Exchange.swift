@@ -12,6 +12,7 @@ import RaffleWire
 /// media types are case-insensitive (RFC 9110 §8.3.1).
 func isFramesContentType(_ value: String?) -> Bool {
     guard let value else { return false }
+    if value == Wire.contentType { return true }  // the usual spelling: no parsing
     let type = value.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
     return type.trimmingCharacters(in: .whitespaces).lowercased() == Wire.contentType
 }

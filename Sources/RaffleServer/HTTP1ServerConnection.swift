@@ -57,6 +57,9 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
     private var lastAuthorization: [UInt8] = []
     private var lastClient: Int?
     private var waiting = false
+    /// Replies were ready while the request body was still arriving in this read: the head waits
+    /// for the end of the read, so a request whose end is in the same read gets a content-length.
+    private var headDeferred = false
     private var readPaused = false
     private var lifetime = ConnectionLifetime()
     private var closed: Bool { lifetime.ended }
@@ -148,10 +151,14 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
             }
             exchange.finished = true
         }
-        settle()
+        settle(inRead: true)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        if headDeferred {
+            headDeferred = false
+            settle()
+        }
         context.flush()
         context.fireChannelReadComplete()
     }
@@ -226,11 +233,20 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
 
     // MARK: - Responses
 
-    /// Sends what is durable of the current response; ends it when everything is sent.
-    private func settle() {
+    /// Sends what is durable of the current response; ends it when everything is sent. Within a
+    /// read (`inRead`), a head is not sent before the request has ended: the rest of the request
+    /// is most likely in the same read (then the answer is sent whole, with a content-length), and
+    /// `channelReadComplete` sends it otherwise (a body streaming in: chunked).
+    private func settle(inRead: Bool = false) {
         guard let context, inRequest, !closed else { return }
-        let progressed = exchange.advance(loop) { monotonicNanoseconds() }
-        if !exchange.headersSubmitted && (progressed || exchange.isDrained) { writeHead(context) }
+        _ = exchange.advance(loop) { monotonicNanoseconds() }
+        if !exchange.headersSubmitted && (exchange.replies.sendable > 0 || exchange.isDrained) {
+            if inRead && !exchange.requestEnded {
+                headDeferred = true
+                return
+            }
+            writeHead(context)
+        }
         if exchange.headersSubmitted {
             let n = exchange.replies.sendable
             if n > 0, let slice = exchange.replies.out.readSlice(length: n) {
@@ -239,12 +255,14 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
             exchange.replies.compactIfSent()
         }
         if exchange.headersSubmitted && exchange.isDrained {
+            headDeferred = false
             responseEnded(context)
         } else if exchange.hasUnreleased && !waiting {
             waiting = true
             loop.wait(self)
         }
-        context.flush()
+        // Within a read, channelReadComplete flushes: pipelined answers leave in one write.
+        if !inRead { context.flush() }
         // Bound unsent bytes: past the channel's high-water mark (maxUnsentBytesPerConnection) stop
         // reading until the socket drains (channelWritabilityChanged resumes).
         if !context.channel.isWritable { pauseReading() } else { resumeReadingIfDrained() }
