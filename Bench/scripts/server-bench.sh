@@ -60,22 +60,20 @@ open(sys.argv[1], 'wb').write(b'RF' + struct.pack('<BBHHIQ', 1, 1, 0, 0, len(p),
 PY
 
 rate() { awk '/finished in/ {gsub(",", "", $4); print $4}'; }
-h2o_rates=(); raffled_rates=(); h1_rates=()
+h2o_rates=(); raffled_rates=()
 for r in $(seq "$ROUNDS"); do
   h=$(pin $client_core h2load -c16 -m32 -t1 -n "$N" http://127.0.0.1:18090/ok 2>&1 | rate)
   s=$(pin $client_core h2load -c16 -m32 -t1 -n "$N" -d "$tmp/one.bin" -H "content-type: application/vnd.raffled.frames" http://127.0.0.1:18080/v1/entries 2>&1 | rate)
-  # The same body over HTTP/1.1 (keep-alive, 32 pipelined requests per connection).
-  s1=$(pin $client_core h2load --h1 -c16 -m32 -t1 -n "$N" -d "$tmp/one.bin" -H "content-type: application/vnd.raffled.frames" http://127.0.0.1:18080/v1/entries 2>&1 | rate)
-  echo "bench: round $r/$ROUNDS: h2o ${h} req/s, raffled ${s} req/s over HTTP/2, ${s1} req/s over HTTP/1.1"
-  h2o_rates+=("$h"); raffled_rates+=("$s"); h1_rates+=("$s1")
+  echo "bench: round $r/$ROUNDS: h2o ${h} req/s, raffled ${s} req/s"
+  h2o_rates+=("$h"); raffled_rates+=("$s")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-H=$(median "${h2o_rates[@]}"); S=$(median "${raffled_rates[@]}"); S1=$(median "${h1_rates[@]}")
+H=$(median "${h2o_rates[@]}"); S=$(median "${raffled_rates[@]}")
 echo
 echo "single-entry submissions (h2load -c16 -m32 -t1 -n $N, server on 1 pinned core, durability fsync):"
 printf '  h2o static 2-byte file  %10.0f req/s\n' "$H"
-printf '  raffled POST 1 entry    %10.0f req/s   (HTTP/2)\n' "$S"
-printf '  raffled POST 1 entry    %10.0f req/s   (HTTP/1.1, h2load --h1, 32 pipelined)\n' "$S1"
+printf '  raffled POST 1 entry    %10.0f req/s\n' "$S"
+echo "  (HTTP/1.1 and TLS beside HTTP/2: Bench/scripts/http-versions.sh)"
 printf '  ratio raffled / h2o     %10.2f   (target >= 0.50)\n' "$(echo "$S / $H" | bc -l)"
 echo "  note: h2load re-sends one body, so after the first request every entry is 'already entered':"
 echo "  this measures the request path up to the dedupe check, not the log."
