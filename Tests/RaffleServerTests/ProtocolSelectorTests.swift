@@ -1,0 +1,38 @@
+import NIOCore
+@testable import RaffleServer
+import Testing
+
+@Suite("Choosing HTTP/2 or HTTP/1.1 on the main port", .timeLimit(.minutes(1)))
+struct ProtocolSelectorTests {
+    func sniff(_ text: String) -> HTTPChoice? { ProtocolSelector.sniff(ByteBuffer(string: text)) }
+
+    @Test func thePrefaceMeansHTTP2AndAnythingElseHTTP1() {
+        #expect(sniff("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") == .http2)
+        #expect(sniff("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\u{12}\u{4}") == .http2, "settings may follow in the same read")
+        #expect(sniff("PRI * HTTP/2.0\r\n") == nil, "a prefix of the preface: wait for more")
+        #expect(sniff("") == nil)
+        #expect(sniff("GET / HTTP/1.1\r\n") == .http1, "decided at the first byte")
+        #expect(sniff("P") == nil)
+        #expect(sniff("POST /v1/entries HTTP/1.1\r\n") == .http1, "decided at the second byte")
+        #expect(sniff("PRI * HTTP/1.1\r\n") == .http1)
+    }
+
+    @Test func aPrefaceInPiecesAndASilentClient() async throws {
+        let f = try await ServerFixture.start { $0.handshakeTimeoutMilliseconds = 300 }
+        // The preface split across writes (and reads): still HTTP/2.
+        let s = try RawSocket(port: f.server.port)
+        for piece in [Array(RawHTTP2.preface[..<3]), Array(RawHTTP2.preface[3..<17]), Array(RawHTTP2.preface[17...])] {
+            s.send(piece)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        s.send(RawHTTP2.settings() + RawHTTP2.settingsAck)
+        s.send(RawHTTP2.headers(stream: 1, RawHTTP2.request("GET", "/healthz"), endStream: true))
+        let (frames, _) = s.read { $0.contains { $0.type == 0 && $0.stream == 1 && $0.flags & 1 != 0 } }
+        #expect(frames.contains { $0.type == 1 && $0.stream == 1 }, "answered over HTTP/2")
+        // Three bytes of the preface and nothing more: closed after the handshake timeout.
+        let silent = try RawSocket(port: f.server.port)
+        silent.send(Array(RawHTTP2.preface[..<3]))
+        #expect(silent.readBytes(for: 5).closed)
+        await f.stop()
+    }
+}
