@@ -25,7 +25,10 @@ let hotPath: [SwiftSetting] = strict + [.unsafeFlags(["-enforce-exclusivity=unch
 
 let package = Package(
     name: "raffled",
-    platforms: [.macOS(.v15), .iOS(.v18)],
+    // macOS 15: the server and the NIO client transports use Synchronization (Mutex, Atomic).
+    // iOS 16: apps take only RaffleClient (the core + URLSession), which uses Duration and
+    // ContinuousClock (iOS 16) and a lock of its own instead of Synchronization (iOS 18).
+    platforms: [.macOS(.v15), .iOS(.v16)],
     products: [
         .library(name: "RaffleWire", targets: ["RaffleWire"]),
         .library(name: "RaffleWireNIO", targets: ["RaffleWireNIO"]),
@@ -34,7 +37,10 @@ let package = Package(
         .library(name: "RaffleAdmission", targets: ["RaffleAdmission"]),
         .library(name: "RaffleCore", targets: ["RaffleCore"]),
         .library(name: "RaffleLedger", targets: ["RaffleLedger", "RaffleStorage"]),
-        .library(name: "RaffleClient", targets: ["RaffleClient", "RaffleClientHTTP2", "RaffleClientSockets"]),
+        // For apps: the client core and its URLSession transport — no NIO, no C library.
+        .library(name: "RaffleClient", targets: ["RaffleClient"]),
+        // For backends and bulk partners: the HTTP/2 (libnghttp2), raw-TCP and UDP transports, with TLS.
+        .library(name: "RaffleClientNIO", targets: ["RaffleClientHTTP2", "RaffleClientSockets"]),
         .executable(name: "raffled", targets: ["raffled"]),
         .executable(name: "raffle", targets: ["raffle"]),
     ],
@@ -74,11 +80,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Domain: raffles, the dedupe index, the verifiable draw. No I/O.
+        // Domain: raffles, the verifiable draw, exports. No I/O. Reached by the client products, so
+        // no unsafe flags (SwiftPM refuses a versioned dependency on a product that has them).
         .target(
             name: "RaffleCore",
-            dependencies: ["RaffleWire", "CRafflePrefetch", .product(name: "Crypto", package: "swift-crypto")],
-            swiftSettings: hotPath
+            dependencies: ["RaffleWire", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
         ),
         // The segmented write-ahead log with group commit.
         .target(
@@ -97,13 +104,14 @@ let package = Package(
             dependencies: ["RaffleAdmission", "RaffleWire"],
             swiftSettings: strict
         ),
-        // The ledger interface and its local (write-ahead-log) implementation.
+        // The ledger interface and its local implementation: the dedupe index and the write-ahead log.
         .target(
             name: "RaffleLedger",
-            dependencies: ["RaffleWire", "RaffleCore", "RaffleStorage"],
+            dependencies: ["RaffleWire", "RaffleCore", "RaffleStorage", "CRafflePrefetch"],
             swiftSettings: hotPath
         ),
-        // The HTTP/2 glue over libnghttp2, shared by the server and the client.
+        // The HTTP/2 glue over libnghttp2, shared by the server and the client. Reached by the
+        // RaffleClientNIO product, so no unsafe flags; the server's per-stream code (RaffleServer) keeps them.
         .target(
             name: "RaffleHTTP2",
             dependencies: [
@@ -112,7 +120,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
-            swiftSettings: hotPath
+            swiftSettings: strict
         ),
         // The server: HTTP/2 and HTTP/1.1 connections (TLS optional), the entry path, the admin API, metrics.
         .target(
@@ -168,6 +176,7 @@ let package = Package(
                 "RaffleClient", "RaffleWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             path: "Clients/Swift/RaffleClientSockets",
             swiftSettings: strict

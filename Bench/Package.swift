@@ -28,6 +28,7 @@ let package = Package(
             name: "raffle-bench",
             dependencies: [
                 .product(name: "RaffleClient", package: "raffled"),
+                .product(name: "RaffleClientNIO", package: "raffled"),
                 .product(name: "RaffleHTTP2", package: "raffled"),
                 .product(name: "RaffleWire", package: "raffled"),
                 .product(name: "NIOPosix", package: "swift-nio"),

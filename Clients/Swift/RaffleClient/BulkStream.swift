@@ -1,5 +1,4 @@
 public import RaffleWire
-import Synchronization
 
 /// One long-lived entries stream for a bulk partner: many batches on one HTTP/2 request, acks
 /// matched by request id, at most `streamWindow` batches in flight, and resumption after a lost
@@ -140,7 +139,7 @@ public final class BulkStream: Sendable {
         let client: RaffleClient
         let window: Int
         let wake: AsyncStream<Void>.Continuation
-        let state = Mutex(State())
+        let state = Locked(State())
 
         init(client: RaffleClient, window: Int, wake: AsyncStream<Void>.Continuation) {
             self.client = client

@@ -1,7 +1,6 @@
 import Foundation
 import RaffleCore
 public import RaffleWire
-import Synchronization
 
 /// Settings of a `RaffleClient`. Every field has a documented default.
 public struct RaffleClientConfiguration: Sendable {
@@ -60,10 +59,10 @@ public final class RaffleClient: Sendable {
     /// The settings.
     public let configuration: RaffleClientConfiguration
     let budget: RetryBudget
-    private let nextRequestID = Atomic<UInt64>(1)
-    private let attempts = Atomic<UInt64>(0)
-    private let throttles = Atomic<UInt64>(0)
-    private let random = Mutex(SystemRandomNumberGenerator())
+    private let nextRequestID = Locked<UInt64>(1)
+    private let attempts = Locked<UInt64>(0)
+    private let throttles = Locked<UInt64>(0)
+    private let random = Locked(SystemRandomNumberGenerator())
     private let batcher: Batcher
 
     /// Creates a client.
@@ -75,13 +74,13 @@ public final class RaffleClient: Sendable {
     }
 
     /// Attempts made so far (first tries and retries), for callers who watch their retry rate.
-    public var attemptCount: UInt64 { attempts.load(ordering: .relaxed) }
+    public var attemptCount: UInt64 { attempts.load() }
 
     /// Attempts the server answered `throttled` so far.
-    public var throttledCount: UInt64 { throttles.load(ordering: .relaxed) }
+    public var throttledCount: UInt64 { throttles.load() }
 
     /// A fresh request id.
-    func requestID() -> UInt64 { nextRequestID.add(1, ordering: .relaxed).oldValue }
+    func requestID() -> UInt64 { nextRequestID.add(1) }
 
     // MARK: - Entries
 
@@ -170,7 +169,7 @@ public final class RaffleClient: Sendable {
                         .retryBudgetExhausted, "retry budget exhausted: the server is failing; not retrying", underlying: previousFailure)
                 }
             }
-            attempts.add(1, ordering: .relaxed)
+            attempts.add(1)
             let result: Attempt<T>
             do { result = try await attempt() } catch {
                 result = .failed(error)
@@ -181,7 +180,7 @@ public final class RaffleClient: Sendable {
             case .done(let value):
                 return value
             case .throttled(let ms, let reason):
-                throttles.add(1, ordering: .relaxed)
+                throttles.add(1)
                 delay = retryAfterDelay(ms)
                 lastFailure = "throttled (\(reason)) for \(ms) ms"
                 spendsBudget = false  // the server chose when to come back: that does not hammer it

@@ -1,4 +1,3 @@
-import Synchronization
 
 /// Limits retries to a share of requests, so a struggling server is not hammered: each first attempt
 /// deposits `ratio` of a token, each retry withdraws one, and `minimumPerSecond` tokens a second are
@@ -12,14 +11,14 @@ public final class RetryBudget: Sendable {
     /// Retries always allowed per second. Default 10.
     public let minimumPerSecond: Double
     private let capacity: Double
-    private let state: Mutex<(tokens: Double, floor: Double, lastRefill: ContinuousClock.Instant?)>
+    private let state: Locked<(tokens: Double, floor: Double, lastRefill: ContinuousClock.Instant?)>
 
     /// Creates a budget.
     public init(ratio: Double = 0.2, minimumPerSecond: Double = 10, capacity: Double = 1_000) {
         self.ratio = max(ratio, 0)
         self.minimumPerSecond = max(minimumPerSecond, 0)
         self.capacity = max(capacity, 1)
-        state = Mutex((0, max(minimumPerSecond, 0), nil))
+        state = Locked((0, max(minimumPerSecond, 0), nil))
     }
 
     /// Records a first attempt.

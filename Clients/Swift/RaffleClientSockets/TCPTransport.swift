@@ -1,5 +1,6 @@
 public import NIOCore
 import NIOPosix
+public import NIOSSL
 public import RaffleClient
 import RaffleWire
 import Synchronization
@@ -8,10 +9,12 @@ import Synchronization
 /// matched by request id; the next call reconnects after a failure. `openStream` opens a dedicated
 /// connection, so a `BulkStream` works over TCP too. Raw TCP carries no credentials (the server puts
 /// it in its anonymous class) and no admin API: admin calls throw; use `HTTP2Transport` for them.
+/// Where the server has a certificate its raw-TCP port speaks TLS: give `tls`.
 public final class TCPTransport: RaffleTransport {
     private let host: String
     private let port: Int
     private let group: any EventLoopGroup
+    private let tls: NIOSSLContext?
     private let connection = Mutex<Connection?>(nil)
 
     /// A transport to `host:port` (the server's raw-TCP port), connecting on first use.
@@ -19,6 +22,25 @@ public final class TCPTransport: RaffleTransport {
         self.host = host
         self.port = port
         self.group = group ?? MultiThreadedEventLoopGroup.singleton
+        tls = nil
+    }
+
+    /// The same over TLS. `tls`: e.g. `TCPTransport.tlsConfiguration(caFile:)`.
+    /// - Throws: NIOSSL's error when the configuration cannot be used (e.g. an unreadable CA file).
+    public init(host: String, port: Int, tls: TLSConfiguration, group: (any EventLoopGroup)? = nil) throws {
+        self.host = host
+        self.port = port
+        self.group = group ?? MultiThreadedEventLoopGroup.singleton
+        self.tls = try NIOSSLContext(configuration: tls)
+    }
+
+    /// A TLS configuration for raffled's raw-TCP port: TLS 1.2 or later, the system's trust store
+    /// plus `caFile` (PEM) when given. No ALPN: the port speaks only frames.
+    public static func tlsConfiguration(caFile: String? = nil) -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        if let caFile { configuration.additionalTrustRoots = [.file(caFile)] }
+        return configuration
     }
 
     final class Connection: Sendable {
@@ -37,8 +59,13 @@ public final class TCPTransport: RaffleTransport {
             return try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(.allowRemoteHalfClosure, value: true)
-                .channelInitializer { channel in
+                .channelInitializer { [tls, host] channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            var v4 = in_addr(), v6 = in6_addr()
+                            let literal = inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: literal ? nil : host))
+                        }
                         try channel.pipeline.syncOperations.addHandler(FrameReader(onFrame: onFrame, onClose: onClose))
                     }
                 }
