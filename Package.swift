@@ -154,7 +154,7 @@ let package = Package(
         // The client library: batching, retries, admin calls (no NIO), and its HTTP/2 transport.
         .target(
             name: "RaffleClient",
-            dependencies: ["RaffleWire", "RaffleCore"],
+            dependencies: ["RaffleWire", "RaffleCore", .product(name: "Logging", package: "swift-log")],
             path: "Clients/Swift/RaffleClient",
             swiftSettings: strict
         ),

@@ -133,7 +133,7 @@ struct ClientEndToEndTests {
             Issue.record("nothing listens on port 1")
         } catch let error as RaffleClientError {
             #expect(error.kind == .deadlineExceeded || error.kind == .retryBudgetExhausted)
-            #expect(error.underlying?.contains("cannot connect") == true, "\(error)")
+            #expect((error.underlying as? RaffleClientError)?.message.contains("cannot connect") == true, "\(error)")
         }
         #expect(ContinuousClock.now - start < .seconds(6), "gives up near the deadline, not long after")
         #expect(client.attemptCount > 1, "it retried before giving up")

@@ -38,7 +38,7 @@ struct RetryPolicyTests {
             Issue.record("nothing listens on port 1")
         } catch let error as RaffleClientError {
             #expect(error.kind == .retryBudgetExhausted, "\(error)")
-            #expect(error.underlying?.contains("cannot connect") == true, "names the last failure: \(error)")
+            #expect((error.underlying as? RaffleClientError)?.message.contains("cannot connect") == true, "names the last failure: \(error)")
         }
         #expect(client.attemptCount == 1, "no retry without budget")
     }

@@ -114,7 +114,7 @@ struct SocketTransportTests {
             Issue.record("nothing answers on port 9")
         } catch let error as RaffleClientError {
             #expect(error.kind == .deadlineExceeded || error.kind == .retryBudgetExhausted, "\(error)")
-            #expect(error.underlying?.contains("no UDP reply") == true, "\(error)")
+            #expect((error.underlying as? RaffleClientError)?.message.contains("no UDP reply") == true, "\(error)")
         }
         await udp.transport.close()
     }

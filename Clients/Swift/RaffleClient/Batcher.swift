@@ -41,10 +41,17 @@ actor Batcher {
         flush(raffle, client: client)
     }
 
-    private func flush(_ raffle: UInt64, client: RaffleClient) {
-        guard let waiters = pending.removeValue(forKey: raffle), !waiters.isEmpty else { return }
+    /// Sends every batch being collected now and waits until each is answered (for `shutdown`).
+    func flushAll(client: RaffleClient) async {
+        let sent = pending.keys.compactMap { flush($0, client: client) }
+        for task in sent { await task.value }
+    }
+
+    @discardableResult
+    private func flush(_ raffle: UInt64, client: RaffleClient) -> Task<Void, Never>? {
+        guard let waiters = pending.removeValue(forKey: raffle), !waiters.isEmpty else { return nil }
         generation[raffle, default: 0] += 1
-        Task {
+        return Task {
             do {
                 let outcomes = try await client.submit(waiters.map(\.entry), to: raffle)
                 for (waiter, outcome) in zip(waiters, outcomes) { waiter.continuation.resume(returning: outcome) }

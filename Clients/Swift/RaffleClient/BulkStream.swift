@@ -132,7 +132,7 @@ public final class BulkStream: Sendable {
             /// that ended at once.
             var answered = 0
             /// Why the last stream could not be opened or ended, for deadline errors.
-            var lastFailure: String?
+            var lastFailure: RaffleClientError?
             var closed = false
         }
 
@@ -215,7 +215,7 @@ public final class BulkStream: Sendable {
         /// Writes batch `id` again after `delay`. A retryable error spends the retry budget; a throttled
         /// batch does not — the server chose the time, and going back then does not hammer it (the
         /// deadline still bounds the wait).
-        func resend(id: UInt64, after delay: Duration, because reason: String, spendsBudget: Bool) {
+        func resend(id: UInt64, after delay: Duration, because reason: RaffleClientError, spendsBudget: Bool) {
             state.withLock { $0.lastFailure = reason }
             guard !spendsBudget || client.budget.withdraw(now: .now) else {
                 finish(id: id, .failure(RaffleClientError(.retryBudgetExhausted, "retry budget exhausted: not re-sending batch \(id)", underlying: reason)))
@@ -268,7 +268,8 @@ public final class BulkStream: Sendable {
                 while hasWork && !Task.isCancelled {
                     let stream: any FrameStream
                     do { stream = try await client.transport.openStream(authorization: client.authorization) } catch {
-                        state.withLock { $0.lastFailure = "\(error)" }
+                        let failure = error as? RaffleClientError ?? RaffleClientError(.connectionFailed, "cannot open a stream: \(error)")
+                        state.withLock { $0.lastFailure = failure }
                         try? await Task.sleep(for: backoff.next(using: &rng))
                         continue
                     }
@@ -287,7 +288,7 @@ public final class BulkStream: Sendable {
                     let progressed = state.withLock { s -> Bool in
                         s.stream = nil
                         let progressed = s.answered > answeredBefore
-                        if !progressed { s.lastFailure = "the stream ended before any batch on it was answered" }
+                        if !progressed { s.lastFailure = RaffleClientError(.connectionFailed, "the stream ended before any batch on it was answered") }
                         return progressed
                     }
                     // A stream that ended without answering anything (refused, reset): back off before
@@ -333,7 +334,7 @@ public final class BulkStream: Sendable {
                     finish(id: id, .failure(RaffleClientError(.invalidResponse, "ack has \(outcomes.count) outcomes for \(count) entries")))
                 }
             case .throttled(let ms, let reason):
-                resend(id: id, after: client.retryAfterDelay(ms), because: "throttled (\(reason)) for \(ms) ms", spendsBudget: false)
+                resend(id: id, after: client.retryAfterDelay(ms), because: RaffleClientError(.throttled, "throttled (\(reason)) for \(ms) ms"), spendsBudget: false)
             case .error(let code, let message):
                 let error = RaffleClientError(.server(code), "\(code): \(message)")
                 if code.isRetryable {
@@ -341,7 +342,7 @@ public final class BulkStream: Sendable {
                         var rng = SystemRandomNumberGenerator()
                         return s.pending[id]?.backoff.next(using: &rng)
                     }
-                    if let delay { resend(id: id, after: delay, because: error.description, spendsBudget: true) }
+                    if let delay { resend(id: id, after: delay, because: error, spendsBudget: true) }
                 } else {
                     finish(id: id, .failure(error))
                 }

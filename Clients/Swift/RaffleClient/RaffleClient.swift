@@ -1,4 +1,5 @@
 import Foundation
+public import Logging
 import RaffleCore
 public import RaffleWire
 
@@ -30,6 +31,8 @@ public struct RaffleClientConfiguration: Sendable {
     public var maxLinger: Duration = .milliseconds(5)
     /// Batches in flight on one bulk stream (`BulkStream`). Default 8.
     public var streamWindow = 8
+    /// Where the client says what it is doing (retries at `debug`); nil, the default: nowhere.
+    public var logger: Logger?
 
     /// The defaults.
     public init(apiKey: String? = nil, adminKey: String? = nil) {
@@ -140,6 +143,15 @@ public final class RaffleClient: Sendable {
 
     var authorization: String? { configuration.apiKey.map { "Bearer " + $0 } }
 
+    var logger: Logger? { configuration.logger }
+
+    /// Sends the entries `enter` calls are still collecting, waits for their answers, then closes
+    /// the transport's connections. Use the client no more after it.
+    public func shutdown() async {
+        await batcher.flushAll(client: self)
+        await transport.close()
+    }
+
     var adminAuthorization: String? { configuration.adminKey.map { "Bearer " + $0 } }
 
     /// Flags for request frames: a checksum where the transport needs one.
@@ -155,14 +167,16 @@ public final class RaffleClient: Sendable {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, the deadline passes or the budget is spent.
-    func withRetries<T: Sendable>(_ attempt: @escaping @Sendable () async throws(RaffleClientError) -> Attempt<T>) async throws(RaffleClientError) -> T {
+    /// - Throws: `RaffleClientError`, or `CancellationError` when the calling task is cancelled.
+    func withRetries<T: Sendable>(_ attempt: @escaping @Sendable () async throws(RaffleClientError) -> Attempt<T>) async throws -> T {
         let clock = ContinuousClock()
         let deadline = clock.now + configuration.deadline
         var backoff = configuration.backoff.makeIterator()
         budget.deposit()
         var spendsBudget = false
-        var previousFailure: String?
+        var previousFailure: RaffleClientError?
         while true {
+            try Task.checkCancellation()
             if spendsBudget {
                 guard budget.withdraw(now: clock.now) else {
                     throw RaffleClientError(
@@ -175,19 +189,19 @@ public final class RaffleClient: Sendable {
                 result = .failed(error)
             }
             let delay: Duration
-            let lastFailure: String
+            let lastFailure: RaffleClientError
             switch result {
             case .done(let value):
                 return value
             case .throttled(let ms, let reason):
                 throttles.add(1)
                 delay = retryAfterDelay(ms)
-                lastFailure = "throttled (\(reason)) for \(ms) ms"
+                lastFailure = RaffleClientError(.throttled, "throttled (\(reason)) for \(ms) ms")
                 spendsBudget = false  // the server chose when to come back: that does not hammer it
             case .failed(let error):
                 guard error.isRetryable else { throw error }
                 delay = random.withLock { rng in backoff.next(using: &rng) }
-                lastFailure = error.description
+                lastFailure = error
                 spendsBudget = true
             }
             previousFailure = lastFailure
@@ -196,8 +210,10 @@ public final class RaffleClient: Sendable {
                     .deadlineExceeded, "gave up after \(configuration.deadline): the next retry would pass the deadline",
                     underlying: lastFailure)
             }
-            try? await Task.sleep(for: delay)
-            if Task.isCancelled { throw RaffleClientError(.deadlineExceeded, "cancelled", underlying: lastFailure) }
+            logger?.debug(
+                "retrying", metadata: ["after_ms": "\(delay.nanoseconds / 1_000_000)", "because": "\(lastFailure.message)"])
+            // A cancelled sleep throws CancellationError: the caller's cancellation, not a deadline.
+            try await Task.sleep(for: delay)
         }
     }
 
