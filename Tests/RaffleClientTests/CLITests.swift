@@ -1,4 +1,5 @@
 import Foundation
+import RaffleAdmission
 import Logging
 import RaffleCore
 import RaffleServer
@@ -114,6 +115,29 @@ struct CLITests {
         #expect(badDuration.status != 0 && badDuration.stderr.contains("--duration"), "\(badDuration.stderr)")
         let noFile = try CLIRun.raffle(["submit"] + at + [id, dir.path + "/absent.csv"])
         #expect(noFile.status != 0 && noFile.stderr.contains("cannot open"), "\(noFile.stderr)")
+        await s.shutdown()
+    }
+
+    @Test func rejectsFileAndTheThrottlingSummary() async throws {
+        let dir = TempDir()
+        // A small anonymous limit, so the stream is throttled; a raffle that allows 2 tickets.
+        let (s, _) = try await TestServer.start(in: dir) { $0.admission.anonymous = RateLimit(ratePerSecond: 20, burst: 6) }
+        let at = ["--server", "127.0.0.1:\(s.port)", "--admin-key", testAdminKey]
+        let created = try CLIRun.raffle(["create"] + at + ["--title", "Rejects", "--duration", "1h", "--max-tickets", "2", "--json"])
+        let id = String(try JSONDecoder().decode(RaffleInfo.self, from: Data(created.stdout.utf8)).id)
+        let file = dir.path + "/mixed.csv"
+        try "1,1\n2,9\nnot-a-user\n3,1\n4,1\n5,2\n6,1\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let rejects = dir.path + "/rejects.ndjson"
+        let run = try CLIRun.raffle(["submit"] + at + [id, file, "--batch", "2", "--window", "1", "--rejects", rejects, "--quiet"])
+        #expect(run.status == 0, "with --rejects a bad line is skipped, not fatal: \(run.stderr)")
+        #expect(run.stdout.contains("accepted: 5") && run.stdout.contains("invalid_tickets: 1"), "\(run.stdout)")
+        #expect(run.stdout.contains("throttled") && run.stdout.contains("rate_limited"), "\(run.stdout)")
+        #expect(run.stdout.contains("anonymous limit") && run.stdout.contains("--api-key"), "the hint names the way out: \(run.stdout)")
+        #expect(run.stdout.contains("2 rejects"), "\(run.stdout)")
+        let lines = try String(contentsOfFile: rejects, encoding: .utf8).split(separator: "\n")
+        let objects = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] ?? [:] }
+        #expect(objects.contains { ($0["input"] as? String)?.contains("line 3") == true && $0["reason"] as? String == "unreadable" }, "\(lines)")
+        #expect(objects.contains { ($0["userId"] as? Int) == 2 && ($0["tickets"] as? Int) == 9 && $0["reason"] as? String == "invalid_tickets" }, "\(lines)")
         await s.shutdown()
     }
 }

@@ -41,6 +41,9 @@ public final class BulkStream: Sendable {
     /// Streams opened so far (1 + reconnects).
     public var streamsOpened: Int { core.state.withLock { $0.streamsOpened } }
 
+    /// Batches the server answered `throttled` (each went back at its retry-after), by reason.
+    public var throttled: [ThrottleReason: Int] { core.state.withLock { $0.throttled } }
+
     /// Sends every batch `next` hands out (nil: no more) with the window full — `streamWindow`
     /// senders, each taking the next batch as its previous one is acknowledged, so at most that many
     /// batches are read ahead and in flight (memory stays bounded whatever the input's size) — and
@@ -128,6 +131,7 @@ public final class BulkStream: Sendable {
             var drainWaiters: [CheckedContinuation<Void, Never>] = []
             var stream: (any FrameStream)?
             var streamsOpened = 0
+            var throttled: [ThrottleReason: Int] = [:]
             /// Batches answered (acked or failed for good), to tell a stream that made progress from one
             /// that ended at once.
             var answered = 0
@@ -334,6 +338,7 @@ public final class BulkStream: Sendable {
                     finish(id: id, .failure(RaffleClientError(.invalidResponse, "ack has \(outcomes.count) outcomes for \(count) entries")))
                 }
             case .throttled(let ms, let reason):
+                state.withLock { $0.throttled[reason, default: 0] += 1 }
                 resend(id: id, after: client.retryAfterDelay(ms), because: RaffleClientError(.throttled, "throttled (\(reason)) for \(ms) ms"), spendsBudget: false)
             case .error(let code, let message):
                 let error = RaffleClientError(.server(code), "\(code): \(message)")

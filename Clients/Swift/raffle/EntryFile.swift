@@ -27,6 +27,10 @@ struct EntryFile {
     private var detected: Format?
     private var eof = false
     private var failure: (any Error)?
+    /// Skip a line that cannot be read (keeping why in `skipped`) instead of stopping. Default false.
+    var skipBadLines = false
+    /// Lines skipped, with why (only with `skipBadLines`); the caller takes them as it goes.
+    var skipped: [String] = []
 
     init(path: String?, format: Format?) throws {
         if let path, path != "-" {
@@ -56,6 +60,8 @@ struct EntryFile {
                 guard let lineBytes = try nextLine() else { break }
                 line += 1
                 if let entry = try parse(lineBytes) { out.append(entry) }
+            } catch let error as EntryFileError where skipBadLines {
+                skipped.append(error.description)
             } catch {
                 if out.isEmpty { throw error }
                 failure = error

@@ -53,6 +53,9 @@ struct ServerOptions: ParsableArguments {
         return ProcessInfo.processInfo.environment["RAFFLE_ADMIN_KEY"]
     }
 
+    /// Whether an API key was given (flag or environment).
+    var hasAPIKey: Bool { apiKey != nil || ProcessInfo.processInfo.environment["RAFFLE_API_KEY"] != nil }
+
     /// Whether to speak TLS: an https:// server or a CA file.
     var usesTLS: Bool {
         caFile != nil || (server ?? ProcessInfo.processInfo.environment["RAFFLE_SERVER"] ?? "").hasPrefix("https://")
