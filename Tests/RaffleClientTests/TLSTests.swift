@@ -1,6 +1,7 @@
 import Foundation
 import RaffleClient
 import RaffleClientHTTP2
+import RaffleClientSockets
 import RaffleCore
 import RaffleServer
 import RaffleTestSupport
@@ -109,6 +110,30 @@ struct TLSTests {
         let raw = try decodeFrames(Draw.bytes(hex: try #require(out["raw"])) ?? [])
         #expect(raw.first?.requestID == 5)
         if case .batchAck(_, let outcomes)? = raw.first?.body { #expect(outcomes == [.accepted, .accepted]) } else { Issue.record("raw TCP over TLS: no ack in \(raw)") }
+        await t.server.shutdown()
+    }
+
+    @Test func theSwiftTCPTransportSpeaksTLSToTheRawPort() async throws {
+        let t = try await TLSServer.start()
+        let admin = try t.client(caFile: t.ca)
+        let raffle = try await admin.createRaffle(title: "TCP over TLS", duration: .seconds(600)).id
+        let tcp = RaffleClient(
+            transport: try TCPTransport(
+                host: "localhost", port: try #require(t.server.tcpPort), tls: TCPTransport.tlsConfiguration(caFile: t.ca)))
+        #expect(try await tcp.submit([Entry(userID: 1), Entry(userID: 2)], to: raffle) == [.accepted, .accepted])
+        let stream = tcp.bulkStream(raffle: raffle)
+        #expect(try await stream.send([Entry(userID: 2), Entry(userID: 3)]) == [.alreadyEntered, .accepted])
+        await stream.close()
+        #expect(try await admin.raffle(raffle).entries == 3)
+        // Without the CA the handshake fails and the call says so.
+        var config = RaffleClientConfiguration()
+        config.deadline = .seconds(1)
+        let stranger = RaffleClient(
+            transport: try TCPTransport(host: "localhost", port: try #require(t.server.tcpPort), tls: TCPTransport.tlsConfiguration()),
+            configuration: config)
+        await #expect(throws: RaffleClientError.self) { _ = try await stranger.submit([Entry(userID: 9)], to: raffle) }
+        await tcp.shutdown()
+        await admin.shutdown()
         await t.server.shutdown()
     }
 
