@@ -174,26 +174,42 @@ public final class AdmissionController: Sendable {
     /// Decides on a batch of `entries` from `client` (nil: anonymous, using `anonymous`, the
     /// connection's bucket) at time `now` (monotonic nanoseconds).
     public func admit(client: Int?, anonymous: inout LocalGCRA, entries: Int, now: UInt64) -> AdmissionDecision {
+        if let known = client.flatMap({ $0 >= 0 && $0 < clients.count ? clients[$0] : nil }) {
+            var own = SharedBucket(bucket: known.bucket)
+            return decide(&own, known: known, entries: entries, now: now)
+        }
+        return decide(&anonymous, known: nil, entries: entries, now: now)
+    }
+
+    /// Decides on a batch of `entries` from an unauthenticated source whose bucket is shared between
+    /// threads — UDP: one per source address, whichever event loop's socket the datagram reached —
+    /// with the anonymous class's limit.
+    public func admit(source: AtomicGCRA, entries: Int, now: UInt64) -> AdmissionDecision {
+        var own = SharedBucket(bucket: source)
+        return decide(&own, known: nil, entries: entries, now: now)
+    }
+
+    /// The decision itself, over the requester's own bucket `own` (generic, so each kind of bucket
+    /// gets its own specialised copy: no dynamic dispatch on the hot path).
+    private func decide<B: AdmissionBucket>(_ own: inout B, known: KnownClient?, entries: Int, now: UInt64) -> AdmissionDecision {
         let cost = UInt64(max(entries, 0)) &+ configuration.requestCost
         if overloaded.load(ordering: .relaxed) {
             throttledServerBusy.add(1, ordering: .relaxed)
             let ns = backlogDrainNanoseconds()
             return .throttle(
                 milliseconds: slot(cost: cost, earliest: ns, now: now), reason: .serverBusy,
-                limit: configuration.global ?? anonymous.limit, policy: "server", remaining: 0)
+                limit: configuration.global ?? own.limit, policy: "server", remaining: 0)
         }
-        let known = client.flatMap { $0 >= 0 && $0 < clients.count ? clients[$0] : nil }
-        let own: BucketDecision = known.map { $0.bucket.take(cost, now: now) } ?? anonymous.take(cost, now: now)
-        let ownLimit = known?.bucket.limit ?? anonymous.limit
+        let ownLimit = own.limit
         let ownName = known?.name ?? "anonymous"
-        switch own {
+        switch own.take(cost, now: now) {
         case .neverFits:
             refusedTooLarge.add(1, ordering: .relaxed)
             return .tooLarge(cost: cost, limit: ownLimit, policy: ownName)
         case .wait(let ns):
             throttledRateLimited.add(1, ordering: .relaxed)
             known?.throttled.add(1, ordering: .relaxed)
-            let remaining = known?.bucket.available(now: now) ?? anonymous.available(now: now)
+            let remaining = own.available(now: now)
             return .throttle(milliseconds: milliseconds(ns), reason: .rateLimited, limit: ownLimit, policy: ownName, remaining: remaining)
         case .admit:
             break
@@ -203,11 +219,11 @@ public final class AdmissionController: Sendable {
         case .admit:
             return .admit
         case .neverFits:
-            refund(cost, known, &anonymous, now)
+            own.refund(cost, now: now)
             refusedTooLarge.add(1, ordering: .relaxed)
             return .tooLarge(cost: cost, limit: global.limit, policy: "global")
         case .wait(let ns):
-            refund(cost, known, &anonymous, now)
+            own.refund(cost, now: now)
             let exact = milliseconds(ns)
             let spread = slot(cost: cost, earliest: ns, now: now)
             if spread > exact { throttledWaitingRoom.add(1, ordering: .relaxed) } else { throttledRateLimited.add(1, ordering: .relaxed) }
@@ -217,9 +233,6 @@ public final class AdmissionController: Sendable {
         }
     }
 
-    private func refund(_ cost: UInt64, _ known: KnownClient?, _ anonymous: inout LocalGCRA, _ now: UInt64) {
-        if let known { known.bucket.refund(cost, now: now) } else { anonymous.refund(cost, now: now) }
-    }
 
     /// The waiting room: hands throttled batches successive slots of the admission schedule (spaced
     /// by their cost at the global rate, from the earliest time they could fit), so retries come back

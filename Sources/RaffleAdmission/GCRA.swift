@@ -140,3 +140,23 @@ public struct LocalGCRA: Sendable {
     /// Tokens available at `now`.
     public func available(now: UInt64) -> UInt64 { limit.available(tat: tat, now: now) }
 }
+
+/// A bucket admission takes from and refunds to: an event loop's own (`LocalGCRA`) or a shared one
+/// (`SharedBucket` over an `AtomicGCRA`).
+protocol AdmissionBucket {
+    var limit: RateLimit { get }
+    mutating func take(_ cost: UInt64, now: UInt64) -> BucketDecision
+    mutating func refund(_ cost: UInt64, now: UInt64)
+    func available(now: UInt64) -> UInt64
+}
+
+extension LocalGCRA: AdmissionBucket {}
+
+/// An `AtomicGCRA` as an `AdmissionBucket` (its methods need no `mutating`: the state is atomic).
+struct SharedBucket: AdmissionBucket {
+    let bucket: AtomicGCRA
+    var limit: RateLimit { bucket.limit }
+    func take(_ cost: UInt64, now: UInt64) -> BucketDecision { bucket.take(cost, now: now) }
+    func refund(_ cost: UInt64, now: UInt64) { bucket.refund(cost, now: now) }
+    func available(now: UInt64) -> UInt64 { bucket.available(now: now) }
+}

@@ -93,6 +93,15 @@ struct PartialFrame {
     var slot: Int32 = -1
     var fill = 0
 
+    /// The request id of the frame cut short, for its TRUNCATED_FRAME reply: the header's when the
+    /// header arrived whole and can be read (magic, version), else 0 (PROTOCOL.md §3).
+    func requestID(_ loop: LoopContext) -> UInt64 {
+        guard slot >= 0, fill >= Wire.headerSize else { return 0 }
+        let bytes = UnsafeRawBufferPointer(loop.memory(of: slot))
+        guard bytes[0] == 0x52, bytes[1] == 0x46, bytes[2] == Wire.version else { return 0 }
+        return bytes.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian
+    }
+
     /// Gives the ingest buffer back.
     mutating func drop(_ loop: LoopContext) {
         if slot >= 0 { loop.giveBack(slot) }
@@ -139,6 +148,8 @@ struct Requester {
     /// Monotonic and wall-clock time of this read.
     var nowNanos: UInt64
     var wallMilliseconds: Int64
+    /// A bucket shared between loops (UDP: the source address's); nil: the connection's own.
+    var source: AtomicGCRA? = nil
 }
 
 extension LoopContext {
@@ -212,10 +223,18 @@ extension LoopContext {
     /// Answers one decoded frame: admission, then the ledger; the reply goes into `replies`.
     func answer(_ frame: FrameView, requester: Requester, anonymous: inout LocalGCRA, replies: inout ReplyQueue, maxReplyBytes: Int = .max) -> EntryReply {
         let requestID = frame.header.requestID
+        // A request that carried a checksum gets replies that carry one (PROTOCOL.md §9, §13).
+        let checksum = frame.header.flags.intersection(.checksum)
         switch frame.payload {
         case .entryBatch(let batch):
             let n = batch.count
-            switch admission.admit(client: requester.client, anonymous: &anonymous, entries: n, now: requester.nowNanos) {
+            let decision =
+                if let source = requester.source {
+                    admission.admit(source: source, entries: n, now: requester.nowNanos)
+                } else {
+                    admission.admit(client: requester.client, anonymous: &anonymous, entries: n, now: requester.nowNanos)
+                }
+            switch decision {
             case .admit:
                 break
             case .throttle(let ms, let reason, let limit, let policy, let remaining):
@@ -228,7 +247,7 @@ extension LoopContext {
                 return answer(ProtocolError(
                     code: .batchExceedsBurst,
                     message: "this batch costs \(cost) (\(n) entries + \(configuration.admission.requestCost) per request) but the \(policy) limit's burst is \(limit.burst): split it into smaller batches",
-                    requestID: requestID), replies: &replies, maxReplyBytes: maxReplyBytes)
+                    requestID: requestID), replies: &replies, maxReplyBytes: maxReplyBytes, flags: checksum)
             }
             switch ledger.admit(batch, now: requester.wallMilliseconds, outcomes: outcomes) {
             case .processed(let accepted, let commit):
@@ -240,9 +259,13 @@ extension LoopContext {
                 replies.mark(lsn: commit.lsn, requestID: requestID)
                 return EntryReply(status: 200)
             case .unknownRaffle:
-                return answer(ProtocolError(code: .unknownRaffle, message: "raffle \(batch.raffleID) does not exist", requestID: requestID), replies: &replies, maxReplyBytes: maxReplyBytes)
+                return answer(
+                    ProtocolError(code: .unknownRaffle, message: "raffle \(batch.raffleID) does not exist", requestID: requestID), replies: &replies,
+                    maxReplyBytes: maxReplyBytes, flags: checksum)
             case .unavailable(let message):
-                return answer(ProtocolError(code: .unavailable, message: message, requestID: requestID), replies: &replies, maxReplyBytes: maxReplyBytes)
+                return answer(
+                    ProtocolError(code: .unavailable, message: message, requestID: requestID), replies: &replies, maxReplyBytes: maxReplyBytes,
+                    flags: checksum)
             }
         case .ping(let value):
             replies.out.writeRaffleFrame(Frame(requestID: requestID, flags: frame.header.flags.intersection(.checksum), body: .pong(value)))
@@ -250,7 +273,9 @@ extension LoopContext {
             return EntryReply(status: 200)
         default:
             // The decoder (receiver: .server) refuses every other type.
-            return answer(ProtocolError(code: .unexpectedFrameType, message: "unexpected frame", requestID: requestID), replies: &replies, maxReplyBytes: maxReplyBytes)
+            return answer(
+                ProtocolError(code: .unexpectedFrameType, message: "unexpected frame", requestID: requestID), replies: &replies,
+                maxReplyBytes: maxReplyBytes, flags: checksum)
         }
     }
 

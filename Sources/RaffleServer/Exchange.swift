@@ -88,7 +88,10 @@ extension StreamState {
     mutating func entriesBodyEnded(_ loop: LoopContext) {
         if !finished {
             if partial.fill > 0 {
-                addError(ProtocolError(code: .truncatedFrame, message: "request body ended inside a frame (\(partial.fill) bytes of it)"), loop: loop)
+                addError(
+                    ProtocolError(
+                        code: .truncatedFrame, message: "request body ended inside a frame (\(partial.fill) bytes of it)",
+                        requestID: partial.requestID(loop)), loop: loop)
             } else if framesSeen == 0 {
                 addError(ProtocolError(code: .truncatedFrame, message: "request body is empty: send one or more frames"), loop: loop)
             }

@@ -192,7 +192,9 @@ public final class RaffleServer: Sendable {
                     udpPort = probe.localAddress?.port ?? 0
                     try await probe.close()
                 }
-                // One socket per loop on the same port (SO_REUSEPORT): the kernel spreads senders.
+                // One socket per loop on the same port (SO_REUSEPORT): the kernel spreads senders;
+                // the source-address buckets are shared, so spreading gives no one more.
+                let sources = UDPSourceBuckets(limit: configuration.admission.anonymous)
                 for context in contexts {
                     let udp = try await DatagramBootstrap(group: context.eventLoop)
                         .channelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -203,7 +205,7 @@ public final class RaffleServer: Sendable {
                         .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: udpBatch * udpRoom))
                         .channelInitializer { channel in
                             channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(UDPServerHandler(loop: context.value, logger: logger))
+                                try channel.pipeline.syncOperations.addHandler(UDPServerHandler(loop: context.value, sources: sources, logger: logger))
                             }
                         }
                         .bind(host: configuration.host, port: udpPort).get()

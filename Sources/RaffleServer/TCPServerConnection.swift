@@ -99,7 +99,9 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
             // The client half-closed: answer what it sent, then close.
             if !finished && partial.fill > 0 {
                 _ = loop.answer(
-                    ProtocolError(code: .truncatedFrame, message: "connection input ended inside a frame (\(partial.fill) bytes of it)"),
+                    ProtocolError(
+                        code: .truncatedFrame, message: "connection input ended inside a frame (\(partial.fill) bytes of it)",
+                        requestID: partial.requestID(loop)),
                     replies: &replies)
             }
             partial.drop(loop)

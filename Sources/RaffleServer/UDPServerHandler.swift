@@ -14,12 +14,14 @@ import RaffleWireNIO
 /// Who: datagrams are unauthenticated, so admission is per source address — a fixed table of
 /// `sourceBuckets` token buckets indexed by a hash of the address (IPv4 address, or an IPv6 /64),
 /// bounded whatever the number of senders; senders that collide share a bucket, which can only make
-/// them stricter.
+/// them stricter. The table is shared by every loop (`UDPSourceBuckets`, atomic buckets): SO_REUSEPORT
+/// spreads one address's source ports over the loops' sockets, and per-loop tables gave a sender
+/// loops × the limit by changing its source port.
 final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
 
-    /// Source-address buckets per loop (a power of two).
+    /// Source-address buckets, shared by the loops (a power of two).
     static let sourceBuckets = 4_096
     /// Acks waiting for the log per loop; past this, new batches are throttled `server_busy`.
     static let maxPendingAcks = 16_384
@@ -36,21 +38,24 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
     private let decoder: FrameDecoder
     private let maxDatagram: Int
     private var context: ChannelHandlerContext?
-    private var buckets: [LocalGCRA]
+    private let sources: UDPSourceBuckets
+    /// Unused: UDP admission goes through `sources` (the entry path's signature wants a local bucket).
+    private var unusedLocal: LocalGCRA
     private var scratch = ReplyQueue()
     private var pending: [PendingAck] = []
     private var pendingHead = 0
     private var waiting = false
     private var shuttingDown = false
 
-    init(loop: LoopContext, logger: Logger) {
+    init(loop: LoopContext, sources: UDPSourceBuckets, logger: Logger) {
+        self.sources = sources
         self.loop = loop
         self.logger = logger
         maxDatagram = loop.configuration.udpMaxDatagramBytes
         var limits = loop.configuration.frameLimits
         limits.maxPayloadBytes = min(limits.maxPayloadBytes, max(maxDatagram - Wire.headerSize, 0))
         decoder = FrameDecoder(limits: limits, receiver: .server, requireChecksum: true)
-        buckets = Array(repeating: LocalGCRA(loop.configuration.admission.anonymous), count: Self.sourceBuckets)
+        unusedLocal = LocalGCRA(loop.configuration.admission.anonymous)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -74,13 +79,15 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
             return
         }
         let now = monotonicNanoseconds()
-        let requester = Requester(client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds())
-        let k = Self.bucket(of: envelope.remoteAddress)
+        let requester = Requester(
+            client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds(), source: sources.buckets[Self.bucket(of: envelope.remoteAddress)])
         scratch.reset()
         let full = pending.count - pendingHead >= Self.maxPendingAcks
         envelope.data.withUnsafeReadableBytes { bytes in
             if size > maxDatagram {
-                let id = bytes.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian
+                // The header's request id only if the header can be read (PROTOCOL.md §3): else 0.
+                let readable = bytes[0] == 0x52 && bytes[1] == 0x46 && bytes[2] == Wire.version
+                let id = readable ? bytes.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian : 0
                 _ = loop.answer(
                     ProtocolError(code: .frameTooLarge, message: "datagram of \(size) bytes is over this server's \(maxDatagram)-byte limit", requestID: id),
                     replies: &scratch, maxReplyBytes: size, flags: .checksum)
@@ -99,7 +106,7 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
                     _ = loop.answerBusy(requestID: frame.header.requestID, replies: &scratch, flags: .checksum)
                     return
                 }
-                _ = loop.answer(frame, requester: requester, anonymous: &buckets[k], replies: &scratch, maxReplyBytes: size)
+                _ = loop.answer(frame, requester: requester, anonymous: &unusedLocal, replies: &scratch, maxReplyBytes: size)
             } catch {
                 loop.metrics.frameErrors.increment()
                 _ = loop.answer(error, replies: &scratch, maxReplyBytes: size, flags: .checksum)
@@ -183,5 +190,15 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
         }
         // Fibonacci hashing: spreads neighbouring addresses over the table.
         return Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 52) & (sourceBuckets - 1)
+    }
+}
+
+/// The per-source-address buckets of the UDP endpoint, one table for every loop: atomic GCRA
+/// buckets, so a source is held to one limit whichever loop's socket its datagrams reach.
+final class UDPSourceBuckets: Sendable {
+    let buckets: [AtomicGCRA]
+
+    init(limit: RateLimit) {
+        buckets = (0..<UDPServerHandler.sourceBuckets).map { _ in AtomicGCRA(limit) }
     }
 }

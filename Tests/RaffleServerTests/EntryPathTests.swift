@@ -67,6 +67,7 @@ struct EntryPathTests {
         let full = batchFrame(raffle: raffle, users: [1, 2], requestID: 5)
         let (s400, truncated, _) = try await f.post(Array(full.dropLast(7)))
         #expect(s400 == 400 && truncated.first?.errorCode == .truncatedFrame)
+        #expect(truncated.first?.requestID == 5, "the cut frame's header arrived whole: its request id")
         let (sEmpty, empty, _) = try await f.post([])
         #expect(sEmpty == 400 && empty.first?.errorCode == .truncatedFrame)
         var huge = batchFrame(raffle: raffle, users: [1], requestID: 6)

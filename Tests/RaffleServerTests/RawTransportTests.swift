@@ -139,7 +139,7 @@ struct RawTCPTests {
         s.send(whole + cut)
         s.shutdownWrite()
         let (frames, closed) = s.read()
-        #expect(frames.map(\.requestID) == [1, 2, 3, 0])
+        #expect(frames.map(\.requestID) == [1, 2, 3, 4], "TRUNCATED_FRAME carries the cut frame's id: its header arrived whole")
         if case .error(let code, _) = frames.last?.body { #expect(code == .truncatedFrame) } else { Issue.record("expected TRUNCATED_FRAME") }
         #expect(closed, "the server closes after answering")
         // An abrupt close after the acks arrived: the acknowledged entries are stored.
@@ -254,6 +254,52 @@ struct UDPTests {
             }
         }
         #expect(throttled >= 2, "a burst of 6 admits two batches of cost 3, then throttles")
+        await f.stop()
+    }
+
+    @Test func oneAddressGetsOneLimitWhicheverLoopItsPortsReach() async throws {
+        // Two loops, two sockets on one port (SO_REUSEPORT): the kernel spreads source ports over them.
+        let f = try await ServerFixture.start {
+            $0.eventLoops = 2
+            $0.admission.anonymous = RateLimit(ratePerSecond: 1, burst: 10)
+        }
+        let raffle = try await f.createRaffle()
+        let port = try #require(f.server.udpPort)
+        var acked = 0
+        for k in UInt64(1)...40 {  // 40 source ports of 127.0.0.1, one batch of cost 2 each
+            let u = DatagramSocket(port: port)
+            let reply = u.exchange(try checksummed(Frame(requestID: k, body: .entryBatch(raffleID: raffle, entries: [Entry(userID: k)]))))
+            if (try FrameDecoder(receiver: .client).decodeAll(reply ?? []).first?.outcomes) != nil { acked += 1 }
+        }
+        // A burst of 10 admits 5 batches of cost 2 (plus at most a couple from refill while the test
+        // runs); per-loop buckets admitted 5 per loop.
+        #expect(acked >= 5 && acked <= 7, "\(acked) batches admitted from one address")
+        await f.stop()
+    }
+
+    @Test func everyReplyToAChecksummedRequestCarriesAChecksum() async throws {
+        let f = try await ServerFixture.start { $0.admission.anonymous = RateLimit(ratePerSecond: 10, burst: 6) }
+        let raffle = try await f.createRaffle()
+        let u = DatagramSocket(port: try #require(f.server.udpPort))
+        let strict = FrameDecoder(receiver: .client, requireChecksum: true)
+        let unknown = u.exchange(try checksummed(Frame(requestID: 1, body: .entryBatch(raffleID: raffle + 99, entries: [Entry(userID: 1)]))))
+        let r1 = try strict.decodeAll(try #require(unknown))
+        #expect(r1.first?.errorCode == .unknownRaffle && r1.first?.flags.contains(.checksum) == true)
+        let huge = u.exchange(try checksummed(Frame(requestID: 2, body: .entryBatch(raffleID: raffle, entries: (1...10).map { Entry(userID: $0) }))))
+        let r2 = try strict.decodeAll(try #require(huge))
+        #expect(r2.first?.errorCode == .batchExceedsBurst && r2.first?.flags.contains(.checksum) == true)
+        await f.stop()
+    }
+
+    @Test func anOversizeDatagramWithAnUnreadableHeaderIsAnsweredWithRequestIDZero() async throws {
+        let f = try await ServerFixture.start()
+        let raffle = try await f.createRaffle()
+        let u = DatagramSocket(port: try #require(f.server.udpPort))
+        var big = try checksummed(Frame(requestID: 77, body: .entryBatch(raffleID: raffle, entries: (1...100).map { Entry(userID: $0) })))
+        big[0] = 0x58  // not "RF": the header cannot be read, so its request id means nothing
+        u.send(big)
+        let reply = try FrameDecoder(receiver: .client).decodeAll(try #require(u.receive()))
+        #expect(reply.first?.errorCode == .frameTooLarge && reply.first?.requestID == 0)
         await f.stop()
     }
 }
