@@ -11,8 +11,12 @@ codec and re-encode it, so the two implementations check each other.
 Each vector is one JSON file:
   valid/NAME.json    {"description", "direction", "hex", "frame": {...}, ["validation": {...}]}
   invalid/NAME.json  {"description", "direction", "hex", ["decoder": {...}], "error": {...}}
+  draw/NAME.json     {"description", "seed", "commitment", "entries", "winner_count",
+                      "canonical_list_hex", "entry_list_hash", "random_u64", "winners", "export_csv",
+                      "export_ndjson"} — the verifiable draw of Protocol/DRAW.md, from its text alone
 64-bit integers are written as decimal strings so every JSON parser reads them exactly.
 """
+import hashlib
 import json
 import os
 import struct
@@ -292,14 +296,91 @@ invalid("truncated-payload", "input ends inside the payload", good[:30], "TRUNCA
         request_id=1, fatal=True, end_of_input=True)
 
 
+# ---- The verifiable draw (Protocol/DRAW.md) ----
+
+def canonical_list(entries):
+    """Entries with at least one ticket, sorted by user id; each 12 bytes: u64le user id, u32le tickets."""
+    kept = sorted((u, t) for u, t in entries if t > 0)
+    return kept, b"".join(struct.pack("<QI", u, t) for u, t in kept)
+
+
+def random_u64s(seed, list_hash):
+    """Block i = SHA-256(seed || entry-list hash || u64le(i)); four u64le values per block, in order."""
+    i = 0
+    while True:
+        block = hashlib.sha256(seed + list_hash + struct.pack("<Q", i)).digest()
+        i += 1
+        for k in range(4):
+            yield struct.unpack_from("<Q", block, 8 * k)[0]
+
+
+def draw(entries, seed, count):
+    kept, data = canonical_list(entries)
+    list_hash = hashlib.sha256(data).digest()
+    weights = [t for _, t in kept]
+    total = sum(weights)
+    stream = random_u64s(seed, list_hash)
+    winners = []
+    while len(winners) < count and total > 0:
+        threshold = (1 << 64) % total        # values below it would bias r mod total: draw again
+        r = next(stream)
+        while r < threshold:
+            r = next(stream)
+        ticket = r % total                   # the winning ticket, counted along the list
+        i = 0
+        while ticket >= weights[i]:
+            ticket -= weights[i]
+            i += 1
+        winners.append(kept[i][0])
+        total -= weights[i]
+        weights[i] = 0                       # the winner's tickets leave play
+    return data, list_hash, winners
+
+
+DRAWS = []
+
+
+def draw_vector(name, description, entries, seed, count, shown=8):
+    data, list_hash, winners = draw(entries, seed, count)
+    stream = random_u64s(seed, list_hash)
+    kept, _ = canonical_list(entries)
+    DRAWS.append((name, {
+        "description": description,
+        "seed": seed.hex(),
+        "commitment": hashlib.sha256(seed).hexdigest(),
+        "entries": [[str(u), t] for u, t in entries],
+        "winner_count": count,
+        "canonical_list_hex": data.hex() if len(data) <= 12 * 16 else None,
+        "entry_list_hash": list_hash.hex(),
+        "random_u64": [str(next(stream)) for _ in range(shown)],
+        "winners": [str(w) for w in winners],
+        "export_csv": "user_id,tickets\n" + "".join("%d,%d\n" % (u, t) for u, t in kept),
+        "export_ndjson": "".join('{"userId":%d,"tickets":%d}\n' % (u, t) for u, t in kept),
+    }))
+
+
+draw_vector("single-entry", "one entry with one ticket: it wins", [(42, 1)],
+            bytes(range(32)), 1)
+draw_vector("weighted-five", "five entries, 1 to 3 tickets, given out of order; three winners",
+            [(900, 2), (17, 1), (5000000000, 3), (23, 1), (4, 2)], bytes([7]) * 32, 3)
+draw_vector("more-winners-than-entries", "two entries and five winners asked: both win, then the draw stops",
+            [(2, 1), (1, 1)], hashlib.sha256(b"raffled").digest(), 5)
+draw_vector("large-ids", "user ids near 2^64 (JSON readers must keep all 64 bits: ids are strings here)",
+            [((1 << 64) - 1, 1), ((1 << 63) + 12345, 2), ((1 << 53) + 1, 1)], bytes([0xAB]) * 32, 2)
+draw_vector("zero-ticket-entries-skipped", "an entry with 0 tickets is not in the list (nor in the hash)",
+            [(10, 0), (11, 1), (12, 1)], bytes([1]) * 32, 1)
+draw_vector("thousand-entries", "1,000 entries, user ids 7919*k, tickets 1 + k mod 3; ten winners",
+            [(7919 * k, 1 + k % 3) for k in range(1, 1001)], hashlib.sha256(b"thousand").digest(), 10)
+
+
 def main():
     check = "--check" in sys.argv
     stale = []
     wanted = {}
-    for sub, items in (("valid", VALID), ("invalid", INVALID)):
+    for sub, items in (("valid", VALID), ("invalid", INVALID), ("draw", DRAWS)):
         for name, v in items:
             wanted[os.path.join(sub, name + ".json")] = json.dumps(v, indent=2, ensure_ascii=False) + "\n"
-    for sub in ("valid", "invalid"):
+    for sub in ("valid", "invalid", "draw"):
         os.makedirs(os.path.join(HERE, sub), exist_ok=True)
         for f in os.listdir(os.path.join(HERE, sub)):
             rel = os.path.join(sub, f)
@@ -318,7 +399,7 @@ def main():
     if check and stale:
         print("vectors out of date: " + ", ".join(sorted(stale)))
         sys.exit(1)
-    print("%d valid and %d invalid vectors%s" % (len(VALID), len(INVALID),
+    print("%d valid, %d invalid and %d draw vectors%s" % (len(VALID), len(INVALID), len(DRAWS),
           " up to date" if check else " written"))
 
 

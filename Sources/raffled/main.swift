@@ -236,7 +236,7 @@ struct Verify: ParsableCommand {
         abstract: "Recompute a draw from an entry export and the revealed seed.",
         discussion: """
             Export: GET /v1/raffles/ID/export?format=csv (or ndjson). Seed, hash and winners: \
-            GET /v1/raffles/ID/winners. The draw is described in Sources/RaffleCore/Draw.swift.
+            GET /v1/raffles/ID/winners. The draw is specified in Protocol/DRAW.md.
             """
     )
 
