@@ -355,7 +355,7 @@ def draw_vector(name, description, entries, seed, count, shown=8):
         "random_u64": [str(next(stream)) for _ in range(shown)],
         "winners": [str(w) for w in winners],
         "export_csv": "user_id,tickets\n" + "".join("%d,%d\n" % (u, t) for u, t in kept),
-        "export_ndjson": "".join('{"userId":%d,"tickets":%d}\n' % (u, t) for u, t in kept),
+        "export_ndjson": "".join('{"userId":"%d","tickets":%d}\n' % (u, t) for u, t in kept),
     }))
 
 

@@ -15,12 +15,12 @@ public enum Export {
         return out
     }
 
-    /// One `{"userId":N,"tickets":N}` object per line.
+    /// One `{"userId":"N","tickets":N}` object per line (the id a decimal string: `JSONID`).
     public static func ndjson(_ entries: [Draw.Entry]) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(entries.count * 32)
         for e in entries {
-            out.append(contentsOf: "{\"userId\":\(e.userID),\"tickets\":\(e.tickets)}\n".utf8)
+            out.append(contentsOf: "{\"userId\":\"\(e.userID)\",\"tickets\":\(e.tickets)}\n".utf8)
         }
         return out
     }
@@ -35,6 +35,12 @@ public enum Export {
                 struct Row: Decodable {
                     var userId: UInt64
                     var tickets: UInt32
+                    private enum CodingKeys: String, CodingKey { case userId, tickets }
+                    init(from decoder: any Decoder) throws {
+                        let c = try decoder.container(keyedBy: CodingKeys.self)
+                        userId = try JSONID.decode(c, .userId)
+                        tickets = try c.decode(UInt32.self, forKey: .tickets)
+                    }
                 }
                 guard let row = try? JSONDecoder().decode(Row.self, from: Data(line.utf8)) else {
                     throw ExportError(line: n + 1, text: String(line))

@@ -40,6 +40,35 @@ public enum RaffleState: String, Codable, Sendable {
     case drawn
 }
 
+/// 64-bit ids in the JSON API are decimal strings: a JSON number loses precision above 2^53 in
+/// JavaScript and other readers that use doubles. Numbers are still accepted on input (for this
+/// version; PROTOCOL.md §11 says so).
+public enum JSONID {
+    /// Reads an id written as a decimal string or a number.
+    public static func decode<Key: CodingKey>(_ container: KeyedDecodingContainer<Key>, _ key: Key) throws -> UInt64 {
+        if let text = try? container.decode(String.self, forKey: key) {
+            guard let value = UInt64(text) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: container, debugDescription: "\(text) is not a 64-bit unsigned id")
+            }
+            return value
+        }
+        return try container.decode(UInt64.self, forKey: key)
+    }
+
+    /// Reads a list of ids, each a decimal string or a number.
+    public static func decodeList<Key: CodingKey>(_ container: KeyedDecodingContainer<Key>, _ key: Key) throws -> [UInt64] {
+        if let texts = try? container.decode([String].self, forKey: key) {
+            return try texts.map { text in
+                guard let value = UInt64(text) else {
+                    throw DecodingError.dataCorruptedError(forKey: key, in: container, debugDescription: "\(text) is not a 64-bit unsigned id")
+                }
+                return value
+            }
+        }
+        return try container.decode([UInt64].self, forKey: key)
+    }
+}
+
 /// The published result of a draw: everything needed to verify it.
 public struct DrawResult: Codable, Hashable, Sendable {
     /// When the raffle closed (ms since the epoch).
@@ -62,6 +91,31 @@ public struct DrawResult: Codable, Hashable, Sendable {
         self.entries = entries
         self.tickets = tickets
         self.winners = winners
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case closedAt, entryListHash, seed, entries, tickets, winners
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        closedAt = try c.decode(Int64.self, forKey: .closedAt)
+        entryListHash = try c.decode(String.self, forKey: .entryListHash)
+        seed = try c.decode(String.self, forKey: .seed)
+        entries = try c.decode(Int.self, forKey: .entries)
+        tickets = try c.decode(UInt64.self, forKey: .tickets)
+        winners = try JSONID.decodeList(c, .winners)
+    }
+
+    /// Winners are written as decimal strings (see `JSONID`).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(closedAt, forKey: .closedAt)
+        try c.encode(entryListHash, forKey: .entryListHash)
+        try c.encode(seed, forKey: .seed)
+        try c.encode(entries, forKey: .entries)
+        try c.encode(tickets, forKey: .tickets)
+        try c.encode(winners.map(String.init), forKey: .winners)
     }
 }
 
@@ -93,5 +147,32 @@ public struct RaffleInfo: Codable, Hashable, Sendable {
         self.entries = entries
         self.tickets = tickets
         self.draw = draw
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case id, spec, seedCommitment, state, entries, tickets, draw
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try JSONID.decode(c, .id)
+        spec = try c.decode(RaffleSpec.self, forKey: .spec)
+        seedCommitment = try c.decode(String.self, forKey: .seedCommitment)
+        state = try c.decode(RaffleState.self, forKey: .state)
+        entries = try c.decode(Int.self, forKey: .entries)
+        tickets = try c.decode(UInt64.self, forKey: .tickets)
+        draw = try c.decodeIfPresent(DrawResult.self, forKey: .draw)
+    }
+
+    /// The id is written as a decimal string (see `JSONID`).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(String(id), forKey: .id)
+        try c.encode(spec, forKey: .spec)
+        try c.encode(seedCommitment, forKey: .seedCommitment)
+        try c.encode(state, forKey: .state)
+        try c.encode(entries, forKey: .entries)
+        try c.encode(tickets, forKey: .tickets)
+        try c.encodeIfPresent(draw, forKey: .draw)
     }
 }

@@ -177,7 +177,7 @@ struct AdminAPI: Sendable {
         case (true, _, "entries", 2):
             guard let user = UInt64(rest[1]) else { return notFound("user id must be a positive integer") }
             guard let entered = ledger.hasEntry(userID: user, raffle: id) else { return notFound("raffle \(id) does not exist") }
-            return AdminResponse(status: 200, json: Self.json(EntryStatus(raffleId: id, userId: user, entered: entered)))
+            return AdminResponse(status: 200, json: Self.json(EntryStatus(raffleId: String(id), userId: String(user), entered: entered)))
         case (true, _, "export", 1):
             guard let entries = ledger.entries(of: id) else { return notFound("raffle \(id) does not exist") }
             switch query["format"] ?? "csv" {
@@ -190,9 +190,10 @@ struct AdminAPI: Sendable {
         }
     }
 
+    /// Ids as decimal strings, as everywhere in the JSON API (`JSONID`).
     struct EntryStatus: Encodable {
-        var raffleId: UInt64
-        var userId: UInt64
+        var raffleId: String
+        var userId: String
         var entered: Bool
     }
 

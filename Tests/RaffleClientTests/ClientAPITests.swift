@@ -59,25 +59,30 @@ struct ClientAPITests {
     }
 
     @Test func shutdownSendsWhatEnterIsCollectingAndTheLoggerSeesRetries() async throws {
-        let (s, dir) = try await TestServer.start { $0.admission.anonymous = RateLimit(ratePerSecond: 5, burst: 4) }
+        // Anonymous buckets are per connection: burst 4, 1 token a second.
+        let (s, dir) = try await TestServer.start { $0.admission.anonymous = RateLimit(ratePerSecond: 1, burst: 4) }
         _ = dir
         let log = CapturedLog()
         var config = RaffleClientConfiguration(adminKey: testAdminKey)
-        config.maxLinger = .seconds(10)  // only shutdown (or a full batch) sends what enter collects
         config.logger = Logger(label: "client-test", factory: log.handler)
         let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: config)
         let raffle = try await client.createRaffle(title: "Shutdown", duration: .seconds(600)).id
-        // Throttled once (burst 4, a 2-entry batch costs 3): the retry is logged.
-        _ = try await client.submit([Entry(userID: 100), Entry(userID: 101)], to: raffle)
-        _ = try await client.submit([Entry(userID: 102), Entry(userID: 103)], to: raffle)
+        // Two batches of cost 3 at once on one connection: one fits the burst, the other is throttled
+        // (its tokens take 2 s to come), and its retry is logged.
+        async let first = client.submit([Entry(userID: 100), Entry(userID: 101)], to: raffle)
+        async let second = client.submit([Entry(userID: 102), Entry(userID: 103)], to: raffle)
+        _ = try await (first, second)
         #expect(log.lines.withLock { $0 }.contains { $0.contains("retrying") && $0.contains("throttled") }, "\(log.lines.withLock { $0 })")
-        let entering = (1...3).map { user in Task { try await client.enter(user: UInt64(user), raffle: raffle) } }
+        // A second client (its own connection, its own bucket) collects enter calls until shutdown.
+        var lingering = RaffleClientConfiguration()
+        lingering.maxLinger = .seconds(30)  // only shutdown (or a full batch) sends what enter collects
+        let app = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: lingering)
+        let entering = (1...3).map { user in Task { try await app.enter(user: UInt64(user), raffle: raffle) } }
         try await Task.sleep(for: .milliseconds(100))
-        await client.shutdown()
+        await app.shutdown()
         for task in entering { #expect(try await task.value == .accepted) }
-        let reader = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port))
-        #expect(try await reader.raffle(raffle).entries == 7)
-        await reader.transport.close()
+        #expect(try await client.raffle(raffle).entries == 7)
+        await client.shutdown()
         await s.shutdown()
     }
 }

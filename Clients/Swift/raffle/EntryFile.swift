@@ -1,4 +1,5 @@
 import Foundation
+import RaffleCore
 import RaffleWire
 
 /// Reads entries from a CSV or NDJSON file (or stdin) in chunks, so a file of any size streams
@@ -6,7 +7,8 @@ import RaffleWire
 ///
 /// - CSV: one `user_id[,tickets]` per line; a first line that is not numbers (a header such as
 ///   `user_id,tickets`) is skipped; tickets default to 1.
-/// - NDJSON: one object per line with `userId` (or `user_id`) and optional `tickets`.
+/// - NDJSON: one object per line with `userId` (or `user_id`; a number or a decimal string) and
+///   optional `tickets`.
 /// Blank lines are skipped. Anything else stops the read with `EntryFileError` naming the line.
 struct EntryFile {
     enum Format: String, CaseIterable {
@@ -101,10 +103,18 @@ struct EntryFile {
         detected = format
         switch format {
         case .ndjson:
+            // The id as a number or a decimal string (what the server's exports write).
             struct Row: Decodable {
                 var userId: UInt64?
                 var user_id: UInt64?
                 var tickets: UInt32?
+                private enum CodingKeys: String, CodingKey { case userId, user_id, tickets }
+                init(from decoder: any Decoder) throws {
+                    let c = try decoder.container(keyedBy: CodingKeys.self)
+                    userId = c.contains(.userId) ? try JSONID.decode(c, .userId) : nil
+                    user_id = c.contains(.user_id) ? try JSONID.decode(c, .user_id) : nil
+                    tickets = try c.decodeIfPresent(UInt32.self, forKey: .tickets)
+                }
             }
             guard let row = try? JSONDecoder().decode(Row.self, from: Data(bytes)), let user = row.userId ?? row.user_id else {
                 throw EntryFileError("line \(line): expected {\"userId\": N, \"tickets\": N}, got: \(Self.show(bytes))")
