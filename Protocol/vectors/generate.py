@@ -11,6 +11,7 @@ codec and re-encode it, so the two implementations check each other.
 Each vector is one JSON file:
   valid/NAME.json    {"description", "direction", "hex", "frame": {...}, ["validation": {...}]}
   invalid/NAME.json  {"description", "direction", "hex", ["decoder": {...}], "error": {...}}
+  http/NAME.json     the HTTP mapping: status by first reply, retry-after rounding
   draw/NAME.json     {"description", "seed", "commitment", "entries", "winner_count",
                       "canonical_list_hex", "entry_list_hash", "random_u64", "winners", "export_csv",
                       "export_ndjson"} — the verifiable draw of Protocol/DRAW.md, from its text alone
@@ -373,14 +374,33 @@ draw_vector("thousand-entries", "1,000 entries, user ids 7919*k, tickets 1 + k m
             [(7919 * k, 1 + k % 3) for k in range(1, 1001)], hashlib.sha256(b"thousand").digest(), 10)
 
 
+# ---- The HTTP mapping (PROTOCOL.md §7, §11) ----
+
+HTTP = []
+_STATUS = {"FRAME_TOO_LARGE": 413, "BATCH_EXCEEDS_BURST": 413, "UNKNOWN_RAFFLE": 404, "BAD_CONTENT_TYPE": 415,
+           "UNAVAILABLE": 503, "SHUTTING_DOWN": 503, "INTERNAL": 500}
+HTTP.append(("status-by-first-reply", {
+    "description": "the HTTP status of a response whose first reply is this frame (PROTOCOL.md §7, §11)",
+    "first_reply": [{"frame": "batch_ack", "status": 200}, {"frame": "pong", "status": 200},
+                    {"frame": "throttled", "status": 429}]
+                   + [{"frame": "error", "code": name, "value": value, "status": _STATUS.get(name, 400)}
+                      for name, value in sorted(ERRORS.items(), key=lambda kv: kv[1])],
+}))
+HTTP.append(("retry-after-seconds", {
+    "description": "retry-after header (whole seconds, rounded up) for a throttled frame's milliseconds",
+    "cases": [{"retry_after_ms": ms, "retry_after": str((ms + 999) // 1000)}
+              for ms in (0, 1, 999, 1000, 1001, 1500, 59999, 60000, 4294967295)],
+}))
+
+
 def main():
     check = "--check" in sys.argv
     stale = []
     wanted = {}
-    for sub, items in (("valid", VALID), ("invalid", INVALID), ("draw", DRAWS)):
+    for sub, items in (("valid", VALID), ("invalid", INVALID), ("draw", DRAWS), ("http", HTTP)):
         for name, v in items:
             wanted[os.path.join(sub, name + ".json")] = json.dumps(v, indent=2, ensure_ascii=False) + "\n"
-    for sub in ("valid", "invalid", "draw"):
+    for sub in ("valid", "invalid", "draw", "http"):
         os.makedirs(os.path.join(HERE, sub), exist_ok=True)
         for f in os.listdir(os.path.join(HERE, sub)):
             rel = os.path.join(sub, f)
