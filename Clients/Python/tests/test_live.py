@@ -9,7 +9,7 @@ from typing import Callable, List
 
 import pytest
 
-from raffled import (Entry, HTTP2Transport, RaffleClient, RaffleError, Settings, SyncRaffleClient, TCPTransport,
+from raffled import (Entry, HTTP2Transport, RaffleClient, RaffleError, Settings, SyncRaffleClient, TCPTransport, encode_batch,
                      UDPTransport, tls_context)
 
 from .conftest import ROOT, Server
@@ -156,3 +156,84 @@ def test_http2_over_tls_and_the_sync_wrapper(raffled: Callable[..., Server], tmp
         assert client.raffle(raffle)["entries"] == 2
     finally:
         client.close()
+
+
+async def raw_tcp(port: int, data: bytes) -> List[str]:
+    """Sends `data` on a raw TCP connection, half-closes, and returns the reply frames' summaries."""
+    from raffled.wire import ErrorReply, decode_all
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    writer.write_eof()
+    replies = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    out: List[str] = []
+    for frame in decode_all(replies):
+        out.append(frame.body.name if isinstance(frame.body, ErrorReply) else type(frame.body).__name__)
+    return out
+
+
+def test_every_error_a_client_can_provoke(raffled: Callable[..., Server]) -> None:
+    import struct
+    from raffled.wire import ErrorReply, _frame, decode_all
+    server = raffled("--anonymous-rate", "1000", "--anonymous-burst", "50")
+
+    async def run() -> None:
+        async with admin(server) as client:
+            raffle = int((await client.create_raffle("codes", 600))["id"])
+            assert server.tcp_port and server.udp_port
+            good = encode_batch(1, raffle, [Entry(1)])
+            cases = {
+                "BAD_MAGIC": b"XX" + good[2:],
+                "UNSUPPORTED_VERSION": good[:2] + b"\x02" + good[3:],
+                "NONZERO_RESERVED": good[:6] + b"\x01\x00" + good[8:],
+                "UNKNOWN_FLAGS": good[:4] + b"\x02\x00" + good[6:],
+                "CHECKSUM_MISMATCH": encode_batch(1, raffle, [Entry(1)], checksum=True)[:20] + b"\0\0\0\0" + good[24:],
+                "UNKNOWN_FRAME_TYPE": _frame(9, b"", 1, False),
+                "UNEXPECTED_FRAME_TYPE": _frame(2, struct.pack("<QII", raffle, 0, 0), 1, False),
+                "MALFORMED_PAYLOAD": _frame(5, b"\0" * 4, 1, False),
+                "EMPTY_BATCH": _frame(1, struct.pack("<QII", raffle, 0, 0), 1, False),
+                "FRAME_TOO_LARGE": good[:8] + struct.pack("<I", 1 << 24) + good[12:],
+                "TRUNCATED_FRAME": good[:30],
+                "UNKNOWN_RAFFLE": encode_batch(1, raffle + 1000, [Entry(1)]),
+                "BATCH_EXCEEDS_BURST": encode_batch(1, raffle, [Entry(u) for u in range(1, 60)]),
+            }
+            for code, data in cases.items():
+                replies = await raw_tcp(server.tcp_port, data)
+                assert replies and replies[-1] == code, f"{code}: {replies}"
+            # UDP requires the checksum.
+            udp = RaffleClient(UDPTransport("127.0.0.1", server.udp_port))
+            status, reply = await udp.transport.send(encode_batch(2, raffle, [Entry(2)]), None, 3.0)
+            body = decode_all(reply)[0].body
+            assert isinstance(body, ErrorReply) and body.name == "CHECKSUM_REQUIRED"
+            await udp.shutdown()
+            # HTTP/2: the frames content type is required.
+            transport = client.transport
+            assert isinstance(transport, HTTP2Transport)
+            status, reply = await transport.request("POST", "/v1/entries", [("content-type", "text/plain")], good, 5.0)
+            body = decode_all(reply)[0].body
+            assert status == 415 and isinstance(body, ErrorReply) and body.name == "BAD_CONTENT_TYPE"
+
+    asyncio.run(run())
+
+
+def test_the_retry_after_hint_is_enough(raffled: Callable[..., Server]) -> None:
+    from raffled.wire import Throttled, decode_all
+    server = raffled("--anonymous-rate", "20", "--anonymous-burst", "6")
+
+    async def run() -> None:
+        async with admin(server) as client:
+            raffle = int((await client.create_raffle("hint", 600))["id"])
+            transport = HTTP2Transport("127.0.0.1", server.port)  # one connection: one anonymous bucket
+            for k in range(2):  # cost 3 each: the burst of 6 is spent
+                await transport.send(encode_batch(k + 1, raffle, [Entry(10 + 2 * k), Entry(11 + 2 * k)]), None, 5.0)
+            _, reply = await transport.send(encode_batch(3, raffle, [Entry(20), Entry(21)]), None, 5.0)
+            throttled = decode_all(reply)[0].body
+            assert isinstance(throttled, Throttled) and throttled.reason == "rate_limited"
+            assert 0 < throttled.retry_after_ms <= 150, "3 tokens at 20 a second: at most 150 ms"
+            await asyncio.sleep(throttled.retry_after_ms / 1000 + 0.005)
+            _, reply = await transport.send(encode_batch(4, raffle, [Entry(20), Entry(21)]), None, 5.0)
+            assert decode_all(reply)[0].body.__class__.__name__ == "BatchAck", "waiting the hint is enough"
+            await transport.close()
+
+    asyncio.run(run())
