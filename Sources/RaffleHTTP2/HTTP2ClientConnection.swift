@@ -45,25 +45,27 @@ public final class HTTP2Client: Sendable {
     public static func connect(host: String, port: Int, group: any EventLoopGroup, tls: NIOSSLContext? = nil) async throws -> HTTP2Client {
         let loop = group.next()
         let handlerBox = try await loop.submit { NIOLoopBound(HTTP2ClientHandler(), eventLoop: loop) }.get()
-        let handshake = loop.makePromise(of: Void.self)
-        let channel = try await ClientBootstrap(group: loop)
+        // Only a TLS connection has a handshake to wait for; its waiter completes the promise on
+        // success, error or close, so it is never left unfulfilled.
+        let handshake = tls == nil ? nil : loop.makePromise(of: Void.self)
+        let connecting = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls {
+                    if let tls, let handshake {
                         let waiter = TLSHandshakeWaiter(promise: handshake, peer: "\(host):\(port)")
                         let serverName = host.isIPAddress ? nil : host
                         try channel.pipeline.syncOperations.addHandler(
                             NIOSSLClientHandler(context: tls, serverHostname: serverName, verificationCallback: waiter.observe))
                         try channel.pipeline.syncOperations.addHandler(waiter)
-                    } else {
-                        handshake.succeed(())
                     }
                     try channel.pipeline.syncOperations.addHandler(handlerBox.value)
                 }
             }
-            .connect(host: host, port: port).get()
-        do { try await handshake.futureResult.get() } catch {
+            .connect(host: host, port: port)
+        let channel: any Channel
+        channel = try await connecting.get()
+        do { try await handshake?.futureResult.get() } catch {
             try? await channel.close()
             throw error
         }
@@ -180,6 +182,11 @@ final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         finish(HTTP2ClientError("TLS handshake with \(peer) failed: the connection closed"))
         context.fireChannelInactive()
+    }
+
+    /// Removed (after the handshake, or with a channel whose connect failed): never leave the promise open.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        finish(HTTP2ClientError("TLS handshake with \(peer) failed: the connection closed"))
     }
 
     private func finish(_ error: HTTP2ClientError?) {

@@ -12,12 +12,25 @@ public struct CommitPoint: Hashable, Sendable, Comparable {
 
 /// The result of admitting one entry batch.
 public enum Admission: Sendable, Hashable {
-    /// Outcomes were written; acknowledge once `commit` is durable. `accepted` entries were new.
+    /// Outcomes were written and are final; acknowledge once `commit` is durable. `accepted`
+    /// entries were new. (The local ledger decides at admission.)
     case processed(accepted: Int, commit: CommitPoint)
+    /// The batch was taken, but its outcomes are decided when it commits (a ledger shared by several
+    /// nodes knows "already entered" only then): the server reserves the ack in order and asks
+    /// `resolve(ticket:into:)` after each commit notification until it answers.
+    case deferred(ticket: UInt64)
     /// No raffle with the batch's id.
     case unknownRaffle
     /// The ledger cannot make entries durable (storage failed, or shutting down).
     case unavailable(String)
+}
+
+/// How a deferred batch ended.
+public enum Resolution: Sendable, Hashable {
+    /// Committed: the outcomes were written (one per entry, in batch order); `accepted` were new.
+    case decided(accepted: Int)
+    /// Not committed: nothing of the batch is stored, and it must never be acknowledged.
+    case failed(String)
 }
 
 /// Why an admin operation failed.
@@ -52,6 +65,20 @@ public struct LedgerStats: Sendable, Hashable, Codable {
     public var commits: UInt64
     /// "fsync" or "none".
     public var durability: String
+
+    public init(
+        raffles: Int, entries: Int, indexBytes: Int, indexBytesPerEntry: Double, logAppendedBytes: UInt64, logDurableBytes: UInt64,
+        commits: UInt64, durability: String
+    ) {
+        self.raffles = raffles
+        self.entries = entries
+        self.indexBytes = indexBytes
+        self.indexBytesPerEntry = indexBytesPerEntry
+        self.logAppendedBytes = logAppendedBytes
+        self.logDurableBytes = logDurableBytes
+        self.commits = commits
+        self.durability = durability
+    }
 }
 
 /// The ledger: raffles, one entry per user per raffle, and their durability. The HTTP/2, TCP and
@@ -65,6 +92,15 @@ public protocol Ledger: AnyObject, Sendable {
 
     /// Whether `point` is durable now.
     func isDurable(_ point: CommitPoint) -> Bool
+
+    /// The end of a deferred batch (`Admission.deferred`): nil while it is not committed yet; else
+    /// its resolution, with the outcomes written into `outcomes` (at least the batch's count long)
+    /// when decided. Called on an event loop after a commit notification; a resolved ticket is forgotten.
+    func resolve(ticket: UInt64, into outcomes: UnsafeMutableBufferPointer<EntryOutcome>) -> Resolution?
+
+    /// How far durability lags behind admission, for backpressure: bytes (or the ledger's own unit)
+    /// admitted and not yet durable, and the total made durable so far (its growth is the drain rate).
+    func backlog() -> (pending: UInt64, durable: UInt64)
 
     /// Registers a callback run (on a ledger thread) whenever more becomes durable, or on failure.
     func onCommit(_ callback: @escaping @Sendable (Result<CommitPoint, LedgerError>) -> Void)
@@ -96,6 +132,18 @@ public protocol Ledger: AnyObject, Sendable {
     /// Why the ledger stopped acknowledging (storage failure), or nil while healthy.
     var failureReason: String? { get }
 
-    /// Flushes and stops. After this, `admit` answers `.unavailable`.
-    func shutdown()
+    /// Flushes and stops. After this, `admit` answers `.unavailable`. Returns why the ledger had
+    /// failed before stopping, if it had.
+    @discardableResult
+    func shutdown() -> String?
+}
+
+extension Ledger {
+    /// A ledger that decides at admission has no deferred batches.
+    public func resolve(ticket: UInt64, into outcomes: UnsafeMutableBufferPointer<EntryOutcome>) -> Resolution? {
+        .failed("this ledger defers no batch")
+    }
+
+    /// No backlog to report.
+    public func backlog() -> (pending: UInt64, durable: UInt64) { (0, 0) }
 }

@@ -300,5 +300,12 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
 
     public var failureReason: String? { log.failure?.message }
 
-    public func shutdown() { log.stop() }
+    @discardableResult
+    public func shutdown() -> String? { log.stop().map { "\($0)" } }
+
+    /// Log bytes appended and not yet durable, and log bytes durable.
+    public func backlog() -> (pending: UInt64, durable: UInt64) {
+        let durable = log.durableLSN
+        return (log.appendedLSN &- min(durable, log.appendedLSN), durable)
+    }
 }

@@ -17,6 +17,21 @@ struct ReplyMark {
     var end: Int
     /// The request id it answers (to answer with an error instead if the log fails).
     var requestID: UInt64
+    /// Non-zero: a batch ack reserved for a deferred batch (`Admission.deferred`), whose outcomes the
+    /// ledger fills at commit (see `ReplyQueue.deferred`).
+    var ticket: UInt64 = 0
+}
+
+/// An ack reserved in a reply queue for a batch whose outcomes the ledger decides at commit: its
+/// bytes are written at admission with the right length and patched (or replaced by an error) once
+/// the ledger resolves the ticket.
+struct DeferredAck {
+    var ticket: UInt64
+    /// Where the reserved frame starts in the queue's buffer.
+    var frameStart: Int
+    var raffleID: UInt64
+    var count: Int
+    var flags: FrameFlags
 }
 
 /// Replies in request order. Bytes before `released` may be sent; the rest wait for durability.
@@ -26,6 +41,11 @@ struct ReplyQueue {
     var marks: [ReplyMark] = []
     var markHead = 0
     var cumulativeLSN: UInt64 = 0
+    /// Reserved acks waiting for their ledger's decision (empty with a ledger that decides at admission).
+    var deferred: [DeferredAck] = []
+    /// The first reply was a reserved ack whose batch did not commit: it became UNAVAILABLE (the
+    /// HTTP status follows the first reply).
+    var firstReplyFailed = false
 
     /// Some reply is not yet durable.
     var hasUnreleased: Bool { markHead < marks.count }
@@ -42,11 +62,24 @@ struct ReplyQueue {
         marks.append(ReplyMark(lsn: cumulativeLSN, end: out.writerIndex, requestID: requestID))
     }
 
+    /// Reserves an ack for a deferred batch: the frame is written now (so later replies keep their
+    /// place) and completed by `advance` once the ledger resolves `ticket`.
+    mutating func reserveAck(ticket: UInt64, requestID: UInt64, raffleID: UInt64, count: Int, flags: FrameFlags, scratch: UnsafeMutableBufferPointer<EntryOutcome>) {
+        let start = out.writerIndex
+        out.writeBatchAck(requestID: requestID, raffleID: raffleID, outcomes: UnsafeBufferPointer(rebasing: scratch[0..<count]), flags: flags)
+        deferred.append(DeferredAck(ticket: ticket, frameStart: start, raffleID: raffleID, count: count, flags: flags))
+        marks.append(ReplyMark(lsn: cumulativeLSN, end: out.writerIndex, requestID: requestID, ticket: ticket))
+    }
+
     /// Moves `released` past every reply that is durable now; true if it moved.
     mutating func advance(_ loop: LoopContext) -> Bool {
         if let failure = loop.failure, hasUnreleased { failUnreleased(failure) }
         var r = released
         while markHead < marks.count {
+            if marks[markHead].ticket != 0 {
+                // A reserved ack: it waits for the ledger's decision (and holds back what follows it).
+                guard complete(markHead, loop) else { break }
+            }
             let m = marks[markHead]
             guard m.lsn == 0 || loop.isDurable(CommitPoint(lsn: m.lsn)) else { break }
             r = m.end
@@ -56,6 +89,52 @@ struct ReplyQueue {
         return r > released
     }
 
+    /// Completes the reserved ack of mark `i` if its ledger has decided: the outcomes patched in
+    /// place (same length), or the whole frame replaced by UNAVAILABLE when the batch did not commit.
+    private mutating func complete(_ i: Int, _ loop: LoopContext) -> Bool {
+        let ticket = marks[i].ticket
+        guard let d = deferred.firstIndex(where: { $0.ticket == ticket }) else {
+            marks[i].ticket = 0
+            return true
+        }
+        let ack = deferred[d]
+        guard let resolution = loop.ledger.resolve(ticket: ticket, into: loop.outcomes) else { return false }
+        deferred.remove(at: d)
+        marks[i].ticket = 0
+        var frame = ByteBuffer()
+        switch resolution {
+        case .decided:
+            frame.writeBatchAck(
+                requestID: marks[i].requestID, raffleID: ack.raffleID, outcomes: UnsafeBufferPointer(rebasing: loop.outcomes[0..<ack.count]),
+                flags: ack.flags)
+            loop.recordDeferredOutcomes(count: ack.count)
+        case .failed(let message):
+            if i == 0 { firstReplyFailed = true }
+            frame.writeRaffleFrame(
+                Frame(requestID: marks[i].requestID, flags: ack.flags, body: .error(code: .unavailable, message: "the batch was not stored: \(message)")))
+        }
+        replace(from: ack.frameStart, to: marks[i].end, with: frame, mark: i)
+        return true
+    }
+
+    /// Puts `bytes` where `start..<end` was (the reply of mark `i`), moving what follows it.
+    private mutating func replace(from start: Int, to end: Int, with bytes: ByteBuffer, mark i: Int) {
+        let delta = bytes.readableBytes - (end - start)
+        if delta == 0 {
+            out.setBuffer(bytes, at: start)
+            return
+        }
+        var rebuilt = ByteBuffer()
+        rebuilt.reserveCapacity(out.writerIndex + delta)
+        rebuilt.writeBytes(out.getSlice(at: 0, length: start)?.readableBytesView ?? ByteBufferView())
+        rebuilt.writeImmutableBuffer(bytes)
+        rebuilt.writeBytes(out.getSlice(at: end, length: out.writerIndex - end)?.readableBytesView ?? ByteBufferView())
+        rebuilt.moveReaderIndex(to: out.readerIndex)
+        out = rebuilt
+        for k in i..<marks.count { marks[k].end += delta }
+        for k in deferred.indices where deferred[k].frameStart > start { deferred[k].frameStart += delta }
+    }
+
     /// The log failed: acknowledgements not yet durable are never sent. Each is replaced by an
     /// UNAVAILABLE error for its request.
     mutating func failUnreleased(_ message: String) {
@@ -63,6 +142,7 @@ struct ReplyQueue {
         let cut = markHead == 0 ? released : marks[markHead - 1].end
         out.moveWriterIndex(to: max(cut, out.readerIndex))
         marks.removeSubrange(markHead...)
+        deferred.removeAll()
         for m in pending {
             out.writeRaffleFrame(Frame(requestID: m.requestID, body: .error(code: .unavailable, message: "entries are not being acknowledged: \(message)")))
             marks.append(ReplyMark(lsn: 0, end: out.writerIndex, requestID: m.requestID))
@@ -85,6 +165,8 @@ struct ReplyQueue {
         marks.removeAll(keepingCapacity: true)
         markHead = 0
         cumulativeLSN = 0
+        deferred.removeAll(keepingCapacity: true)
+        firstReplyFailed = false
     }
 }
 
@@ -257,6 +339,12 @@ extension LoopContext {
                 metrics.recordOutcomes(accepted: accepted, duplicates: duplicates, rejected: n - accepted - duplicates, bytes: frame.frameLength)
                 replies.out.writeBatchAck(requestID: requestID, raffleID: batch.raffleID, outcomes: outcomes, flags: frame.header.flags.intersection(.checksum))
                 replies.mark(lsn: commit.lsn, requestID: requestID)
+                return EntryReply(status: 200)
+            case .deferred(let ticket):
+                // Outcomes come at commit: reserve the ack in order; `advance` completes it.
+                replies.reserveAck(
+                    ticket: ticket, requestID: requestID, raffleID: batch.raffleID, count: n, flags: checksum, scratch: outcomes)
+                metrics.recordOutcomes(accepted: 0, duplicates: 0, rejected: 0, bytes: frame.frameLength)
                 return EntryReply(status: 200)
             case .unknownRaffle:
                 return answer(

@@ -114,6 +114,7 @@ extension StreamState {
             status = 503  // the first reply will be the UNAVAILABLE error
         }
         let progressed = replies.advance(loop)
+        if replies.firstReplyFailed && !headersSubmitted { status = 503 }
         if progressed && bodyKind == .frames && startNanos > 0 {
             let t = now()
             loop.metrics.ackLatency.recordNanoseconds(Int64(t &- startNanos))

@@ -90,6 +90,15 @@ final class LoopContext {
     func register(_ connection: any LoopConnection) { connections[ObjectIdentifier(connection)] = connection }
     func unregister(_ connection: any LoopConnection) { connections[ObjectIdentifier(connection)] = nil }
 
+    /// Counts the outcomes a ledger decided at commit (the first `count` of `outcomes`).
+    func recordDeferredOutcomes(count: Int) {
+        var accepted = 0, duplicates = 0
+        for outcome in outcomes[0..<count] {
+            if outcome == .accepted { accepted += 1 } else if outcome == .alreadyEntered { duplicates += 1 }
+        }
+        metrics.recordEntries(accepted: accepted, duplicates: duplicates, rejected: count - accepted - duplicates)
+    }
+
     /// Registers `connection` to be woken on the next commit.
     func wait(_ connection: any LoopConnection) {
         waiting[ObjectIdentifier(connection)] = connection

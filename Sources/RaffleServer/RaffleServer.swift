@@ -16,8 +16,8 @@ import Synchronization
 public final class RaffleServer: Sendable {
     /// The configuration it runs with.
     public let configuration: ServerConfiguration
-    /// The ledger (local write-ahead log).
-    public let ledger: LocalLedger
+    /// The ledger (the local write-ahead log unless another was given to `start`).
+    public let ledger: any Ledger
     /// Where the HTTP/2 listener is bound (useful with port 0).
     public let localAddress: SocketAddress
     private let group: MultiThreadedEventLoopGroup
@@ -33,7 +33,7 @@ public final class RaffleServer: Sendable {
     private let stopRequested = Atomic<Bool>(false)
 
     private init(
-        configuration: ServerConfiguration, ledger: LocalLedger, group: MultiThreadedEventLoopGroup, channel: any Channel,
+        configuration: ServerConfiguration, ledger: any Ledger, group: MultiThreadedEventLoopGroup, channel: any Channel,
         tcpChannel: (any Channel)?, adminChannel: (any Channel)?, udpChannels: [any Channel], contexts: [NIOLoopBound<LoopContext>],
         tls: TLSContextHolder?, state: ServerState, logger: Logger
     ) throws {
@@ -81,7 +81,7 @@ public final class RaffleServer: Sendable {
     ///   files, or a bind error.
     public static func start(configuration: ServerConfiguration, logger: Logger) async throws -> RaffleServer {
         // TLS files are read before anything else starts, so a bad certificate fails fast.
-        let tls = try configuration.tls.map { try TLSContextHolder(files: $0) }
+        _ = try configuration.tls.map { try TLSContextHolder.makeContext($0) }
         let ledger = try LocalLedger(
             directory: configuration.dataDirectory, durability: configuration.durability, segmentBytes: configuration.segmentBytes)
         let replay = ledger.replay
@@ -94,6 +94,19 @@ public final class RaffleServer: Sendable {
         if let tail = replay.truncatedTail {
             logger.warning("cut a torn tail off the log", metadata: ["file": "\(tail.file)", "offset": "\(tail.offset)", "bytes": "\(tail.bytes)"])
         }
+        do {
+            return try await start(configuration: configuration, ledger: ledger, logger: logger)
+        } catch {
+            ledger.shutdown()
+            throw error
+        }
+    }
+
+    /// Starts the server on `ledger` (any `Ledger`: the local one, or another backend); the data
+    /// directory, durability and segment settings of `configuration` are then the ledger's business.
+    /// The server stops the ledger when it shuts down, or when it fails to start.
+    public static func start(configuration: ServerConfiguration, ledger: any Ledger, logger: Logger) async throws -> RaffleServer {
+        let tls = try configuration.tls.map { try TLSContextHolder(files: $0) }
         let loops = max(configuration.eventLoops, 1)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
         let metrics = ServerMetrics(durability: configuration.durability.rawValue)
@@ -112,17 +125,16 @@ public final class RaffleServer: Sendable {
         }
         let byLoop = Dictionary(uniqueKeysWithValues: contexts.map { (ObjectIdentifier($0.eventLoop), $0) })
         let all = contexts
-        // Backpressure: after each commit, tell admission how far the log lags and how fast it drains.
-        let log = ledger.log
-        let lastCommit = Mutex<(durable: UInt64, at: UInt64)>((log.durableLSN, monotonicNanoseconds()))
-        ledger.onCommit { result in
+        // Backpressure: after each commit, tell admission how far the ledger lags and how fast it drains.
+        let lastCommit = Mutex<(durable: UInt64, at: UInt64)>((ledger.backlog().durable, monotonicNanoseconds()))
+        ledger.onCommit { [ledger] result in
             let now = monotonicNanoseconds()
-            let durable = log.durableLSN
+            let (pending, durable) = ledger.backlog()
             let (drained, over) = lastCommit.withLock { last -> (UInt64, UInt64) in
                 defer { last = (durable, now) }
                 return (durable &- min(last.durable, durable), now &- last.at)
             }
-            admission.logState(backlogBytes: log.appendedLSN &- min(durable, log.appendedLSN), drainedBytes: drained, overNanoseconds: over)
+            admission.logState(backlogBytes: pending, drainedBytes: drained, overNanoseconds: over)
             for context in all {
                 context.eventLoop.execute { context.value.committed(result) }
             }
@@ -228,12 +240,13 @@ public final class RaffleServer: Sendable {
             udpChannels: udpChannels, contexts: contexts, tls: tls, state: state, logger: logger)
     }
 
-    /// Closes raffles whose closing time has passed, once a second, until `requestStop()` or
-    /// `shutdown()`.
+    /// Closes raffles whose closing time has passed, once a second, until `requestStop()`,
+    /// `shutdown()` or the task's cancellation.
     public func run() async {
         var ticks = 0
         while !stopRequested.load(ordering: .acquiring) && !stopped.withLock({ $0 }) {
-            try? await Task.sleep(for: .milliseconds(100))
+            // A cancelled sleep ends the loop (swallowing the error would spin at full CPU).
+            do { try await Task.sleep(for: .milliseconds(100)) } catch { return }
             ticks += 1
             guard ticks % 10 == 0 else { continue }
             for id in ledger.closeDueRaffles(now: wallClockMilliseconds()) {
@@ -263,11 +276,11 @@ public final class RaffleServer: Sendable {
             if open == 0 { break }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        if let failure = ledger.log.stop() {
-            logger.error("log failed before shutdown", metadata: ["error": "\(failure)"])
+        if let failure = ledger.shutdown() {
+            logger.error("the ledger failed before shutdown", metadata: ["error": "\(failure)"])
         }
         try? await group.shutdownGracefully()
-        logger.info("stopped", metadata: ["durable_bytes": "\(ledger.log.durableLSN)"])
+        logger.info("stopped", metadata: ["durable": "\(ledger.backlog().durable)"])
     }
 }
 

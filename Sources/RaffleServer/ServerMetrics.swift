@@ -82,6 +82,11 @@ final class ServerMetrics: Sendable {
     func recordOutcomes(accepted: Int, duplicates: Int, rejected: Int, bytes: Int) {
         batches.increment()
         bytesReceived.increment(by: Int64(bytes))
+        recordEntries(accepted: accepted, duplicates: duplicates, rejected: rejected)
+    }
+
+    /// Entries by outcome (a deferred batch's, counted when its ledger decides them).
+    func recordEntries(accepted: Int, duplicates: Int, rejected: Int) {
         if accepted > 0 {
             entriesAccepted.increment(by: Int64(accepted))
             acceptedTotal.add(accepted, ordering: .relaxed)

@@ -31,6 +31,10 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
         var requestID: UInt64
         var to: SocketAddress
         var reply: ByteBuffer
+        /// For a deferred batch: its reply queue, whose reserved ack the ledger completes at commit.
+        var deferred: ReplyQueue?
+        /// The request's size: no reply may be larger (PROTOCOL.md §13).
+        var requestSize: Int
     }
 
     private let loop: LoopContext
@@ -117,10 +121,15 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
             return
         }
         let reply = scratch.out.getSlice(at: scratch.out.readerIndex, length: scratch.out.readableBytes) ?? ByteBuffer()
-        if mark.lsn == 0 || (loop.failure == nil && loop.isDurable(CommitPoint(lsn: mark.lsn)) && pendingHead == pending.count) {
+        if mark.ticket == 0
+            && (mark.lsn == 0 || (loop.failure == nil && loop.isDurable(CommitPoint(lsn: mark.lsn)) && pendingHead == pending.count))
+        {
             context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: reply)), promise: nil)
         } else {
-            pending.append(PendingAck(lsn: mark.lsn, requestID: mark.requestID, to: envelope.remoteAddress, reply: reply))
+            pending.append(
+                PendingAck(
+                    lsn: mark.lsn, requestID: mark.requestID, to: envelope.remoteAddress, reply: reply,
+                    deferred: mark.ticket != 0 ? scratch : nil, requestSize: size))
             if !waiting {
                 waiting = true
                 loop.wait(self)
@@ -150,6 +159,22 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
                     ProtocolError(code: .unavailable, message: "entries are not being acknowledged: \(failure)", requestID: p.requestID),
                     replies: &reply, maxReplyBytes: p.reply.readableBytes, flags: .checksum)
                 context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: p.to, data: reply.out)), promise: nil)
+            } else if var queue = p.deferred {
+                // The ledger decides this batch at commit: send once it has (an ack, or UNAVAILABLE).
+                _ = queue.advance(loop)
+                if queue.hasUnreleased {
+                    pending[pendingHead].deferred = queue
+                    break
+                }
+                var reply = queue.out
+                if reply.readableBytes > p.requestSize {
+                    var cut = ReplyQueue()
+                    _ = loop.answer(
+                        ProtocolError(code: .unavailable, message: "the batch was not stored", requestID: p.requestID), replies: &cut,
+                        maxReplyBytes: p.requestSize, flags: .checksum)
+                    reply = cut.out
+                }
+                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: p.to, data: reply)), promise: nil)
             } else if loop.isDurable(CommitPoint(lsn: p.lsn)) {
                 context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: p.to, data: p.reply)), promise: nil)
             } else {

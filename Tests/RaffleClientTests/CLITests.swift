@@ -16,8 +16,8 @@ struct CLIRun {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("raffle")
     }
 
-    static func raffle(_ arguments: [String], stdin: String? = nil) throws -> CLIRun {
-        let r = try runCommand(executable.path, arguments, stdin: stdin)
+    static func raffle(_ arguments: [String], stdin: String? = nil) async throws -> CLIRun {
+        let r = try await runCommand(executable.path, arguments, stdin: stdin)
         return CLIRun(status: r.status, stdout: r.stdout, stderr: r.stderr)
     }
 }
@@ -34,7 +34,7 @@ struct CLITests {
         let s = try await Self.server(dir)
         let at = ["--server", "127.0.0.1:\(s.port)", "--admin-key", testAdminKey]
 
-        let created = try CLIRun.raffle(["create"] + at + ["--title", "CLI drop", "--duration", "10m", "--winners", "3", "--json"])
+        let created = try await CLIRun.raffle(["create"] + at + ["--title", "CLI drop", "--duration", "10m", "--winners", "3", "--json"])
         #expect(created.status == 0, "\(created.stderr)")
         let info = try JSONDecoder().decode(RaffleInfo.self, from: Data(created.stdout.utf8))
         #expect(info.spec.title == "CLI drop" && info.spec.winners == 3)
@@ -46,36 +46,36 @@ struct CLITests {
         csv += "7,1\n"
         let file = dir.path + "/entries.csv"
         try csv.write(toFile: file, atomically: true, encoding: .utf8)
-        let submitted = try CLIRun.raffle(["submit"] + at + [id, file, "--batch", "400", "--window", "3"])
+        let submitted = try await CLIRun.raffle(["submit"] + at + [id, file, "--batch", "400", "--window", "3"])
         #expect(submitted.status == 0, "\(submitted.stderr)")
         #expect(submitted.stdout.contains("submitted 2,501 entries"), "\(submitted.stdout)")
         #expect(submitted.stdout.contains("accepted: 2,500") && submitted.stdout.contains("already_entered: 1"), "\(submitted.stdout)")
 
         // NDJSON on stdin.
-        let piped = try CLIRun.raffle(["submit"] + at + [id, "-"], stdin: "{\"userId\": 9001, \"tickets\": 1}\n{\"user_id\": 9002}\n")
+        let piped = try await CLIRun.raffle(["submit"] + at + [id, "-"], stdin: "{\"userId\": 9001, \"tickets\": 1}\n{\"user_id\": 9002}\n")
         #expect(piped.status == 0, "\(piped.stderr)")
         #expect(piped.stdout.contains("accepted: 2"), "\(piped.stdout)")
 
-        let listed = try CLIRun.raffle(["list"] + at)
+        let listed = try await CLIRun.raffle(["list"] + at)
         #expect(listed.stdout.contains("2502 entries") && listed.stdout.contains("CLI drop"), "\(listed.stdout)")
 
-        let closed = try CLIRun.raffle(["close"] + at + [id, "--json"])
+        let closed = try await CLIRun.raffle(["close"] + at + [id, "--json"])
         #expect(closed.status == 0, "\(closed.stderr)")
         let drawn = try JSONDecoder().decode(RaffleInfo.self, from: Data(closed.stdout.utf8))
         let draw = try #require(drawn.draw)
         #expect(draw.winners.count == 3 && draw.entries == 2_502)
-        let winners = try CLIRun.raffle(["winners"] + at + [id])
+        let winners = try await CLIRun.raffle(["winners"] + at + [id])
         #expect(winners.stdout.contains(draw.winners.map(String.init).joined(separator: ", ")), "\(winners.stdout)")
-        let again = try CLIRun.raffle(["draw"] + at + [id, "--json"])
+        let again = try await CLIRun.raffle(["draw"] + at + [id, "--json"])
         #expect(try JSONDecoder().decode(RaffleInfo.self, from: Data(again.stdout.utf8)).draw == draw, "drawing twice gives the same draw")
 
         // Verify against the server, then offline from an export file alone.
-        let online = try CLIRun.raffle(["verify"] + at + [id])
+        let online = try await CLIRun.raffle(["verify"] + at + [id])
         #expect(online.status == 0 && online.stdout.contains("verified"), "\(online.stdout)\(online.stderr)")
         let exportFile = dir.path + "/export.csv"
-        let exported = try CLIRun.raffle(["export"] + at + [id, "--output", exportFile])
+        let exported = try await CLIRun.raffle(["export"] + at + [id, "--output", exportFile])
         #expect(exported.status == 0, "\(exported.stderr)")
-        let offline = try CLIRun.raffle([
+        let offline = try await CLIRun.raffle([
             "verify", "--export", exportFile, "--seed", draw.seed, "--winners", "3", "--commitment", info.seedCommitment,
             "--hash", draw.entryListHash, "--expect", draw.winners.map(String.init).joined(separator: ","),
         ])
@@ -83,7 +83,7 @@ struct CLITests {
         // A tampered export fails verification.
         let lines = try String(contentsOfFile: exportFile, encoding: .utf8).split(separator: "\n")
         try (lines.dropLast().joined(separator: "\n") + "\n").write(toFile: exportFile, atomically: true, encoding: .utf8)
-        let tampered = try CLIRun.raffle([
+        let tampered = try await CLIRun.raffle([
             "verify", "--export", exportFile, "--seed", draw.seed, "--winners", "3", "--hash", draw.entryListHash,
         ])
         #expect(tampered.status == 1 && tampered.stdout.contains("DOES NOT MATCH"), "\(tampered.stdout)")
@@ -94,26 +94,26 @@ struct CLITests {
         let dir = TempDir()
         let s = try await Self.server(dir)
         let at = ["--server", "127.0.0.1:\(s.port)", "--admin-key", testAdminKey]
-        let created = try CLIRun.raffle(["create"] + at + ["--title", "Bad", "--duration", "1h", "--json"])
+        let created = try await CLIRun.raffle(["create"] + at + ["--title", "Bad", "--duration", "1h", "--json"])
         let id = String(try JSONDecoder().decode(RaffleInfo.self, from: Data(created.stdout.utf8)).id)
 
         // A bad line: the entries before it are submitted, the line is named, exit 1.
         let file = dir.path + "/bad.csv"
         try "1,1\n2,1\nnot-a-user\n3,1\n".write(toFile: file, atomically: true, encoding: .utf8)
-        let bad = try CLIRun.raffle(["submit"] + at + [id, file])
+        let bad = try await CLIRun.raffle(["submit"] + at + [id, file])
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("line 3") && bad.stderr.contains("not-a-user"), "\(bad.stderr)")
         #expect(bad.stdout.contains("accepted: 2"), "\(bad.stdout)")
 
-        let unknown = try CLIRun.raffle(["submit"] + at + ["424242", "-"], stdin: "5\n")
+        let unknown = try await CLIRun.raffle(["submit"] + at + ["424242", "-"], stdin: "5\n")
         #expect(unknown.status == 1 && unknown.stderr.contains("UNKNOWN_RAFFLE"), "\(unknown.stderr)")
-        let missing = try CLIRun.raffle(["show"] + at + ["424242"])
+        let missing = try await CLIRun.raffle(["show"] + at + ["424242"])
         #expect(missing.status != 0 && missing.stderr.contains("404"), "\(missing.stderr)")
-        let badServer = try CLIRun.raffle(["list", "--server", "nope"])
+        let badServer = try await CLIRun.raffle(["list", "--server", "nope"])
         #expect(badServer.status != 0 && badServer.stderr.contains("HOST:PORT"), "\(badServer.stderr)")
-        let badDuration = try CLIRun.raffle(["create"] + at + ["--title", "x", "--duration", "soon"])
+        let badDuration = try await CLIRun.raffle(["create"] + at + ["--title", "x", "--duration", "soon"])
         #expect(badDuration.status != 0 && badDuration.stderr.contains("--duration"), "\(badDuration.stderr)")
-        let noFile = try CLIRun.raffle(["submit"] + at + [id, dir.path + "/absent.csv"])
+        let noFile = try await CLIRun.raffle(["submit"] + at + [id, dir.path + "/absent.csv"])
         #expect(noFile.status != 0 && noFile.stderr.contains("cannot open"), "\(noFile.stderr)")
         await s.shutdown()
     }
@@ -123,12 +123,12 @@ struct CLITests {
         // A small anonymous limit, so the stream is throttled; a raffle that allows 2 tickets.
         let (s, _) = try await TestServer.start(in: dir) { $0.admission.anonymous = RateLimit(ratePerSecond: 20, burst: 6) }
         let at = ["--server", "127.0.0.1:\(s.port)", "--admin-key", testAdminKey]
-        let created = try CLIRun.raffle(["create"] + at + ["--title", "Rejects", "--duration", "1h", "--max-tickets", "2", "--json"])
+        let created = try await CLIRun.raffle(["create"] + at + ["--title", "Rejects", "--duration", "1h", "--max-tickets", "2", "--json"])
         let id = String(try JSONDecoder().decode(RaffleInfo.self, from: Data(created.stdout.utf8)).id)
         let file = dir.path + "/mixed.csv"
         try "1,1\n2,9\nnot-a-user\n3,1\n4,1\n5,2\n6,1\n".write(toFile: file, atomically: true, encoding: .utf8)
         let rejects = dir.path + "/rejects.ndjson"
-        let run = try CLIRun.raffle(["submit"] + at + [id, file, "--batch", "2", "--window", "1", "--rejects", rejects, "--quiet"])
+        let run = try await CLIRun.raffle(["submit"] + at + [id, file, "--batch", "2", "--window", "1", "--rejects", rejects, "--quiet"])
         #expect(run.status == 0, "with --rejects a bad line is skipped, not fatal: \(run.stderr)")
         #expect(run.stdout.contains("accepted: 5") && run.stdout.contains("invalid_tickets: 1"), "\(run.stdout)")
         #expect(run.stdout.contains("throttled") && run.stdout.contains("rate_limited"), "\(run.stdout)")

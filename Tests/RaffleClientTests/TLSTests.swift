@@ -18,7 +18,7 @@ struct TLSServer {
 
     static func start(expired: Bool = false, _ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> TLSServer {
         let certs = TempDir()
-        try makeDevCertificates(in: certs.path, expired: expired)
+        try await makeDevCertificates(in: certs.path, expired: expired)
         let (server, data) = try await TestServer.start { config in
             config.tls = TLSFiles(certificateChainPath: certs.path + "/server.pem", privateKeyPath: certs.path + "/server.key")
             configure(&config)
@@ -51,23 +51,23 @@ struct TLSTests {
     @Test func curlNegotiatesH2AndHTTP1() async throws {
         let t = try await TLSServer.start()
         let url = "https://127.0.0.1:\(t.server.port)"
-        let h2 = try runCommand("curl", ["-s", "--cacert", t.ca, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url + "/healthz"])
+        let h2 = try await runCommand("curl", ["-s", "--cacert", t.ca, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url + "/healthz"])
         #expect(h2.stdout == "2 200", "\(h2.stderr)")
-        let h1 = try runCommand("curl", ["-s", "--http1.1", "--cacert", t.ca, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url + "/readyz"])
+        let h1 = try await runCommand("curl", ["-s", "--http1.1", "--cacert", t.ca, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url + "/readyz"])
         #expect(h1.stdout == "1.1 200", "\(h1.stderr)")
         // Entries over HTTP/1.1 on TLS, and an admin call with the key.
-        let created = try runCommand(
+        let created = try await runCommand(
             "curl", ["-s", "--http1.1", "--cacert", t.ca, "-H", "authorization: Bearer \(testAdminKey)", "-d", #"{"title":"curl","durationSeconds":60}"#, url + "/v1/raffles"])
         let raffle = try JSONDecoder().decode(RaffleInfo.self, from: Data(created.stdout.utf8)).id
         let body = t.certs.path + "/batch.bin"
         try Data(batchFrame(raffle: raffle, users: [1, 2, 3], requestID: 9)).write(to: URL(fileURLWithPath: body))
-        let posted = try runCommand(
+        let posted = try await runCommand(
             "curl", ["-s", "--http1.1", "--cacert", t.ca, "-H", "content-type: \(Wire.contentType)", "--data-binary", "@" + body, "-o", body + ".ack", "-w", "%{http_code}", url + "/v1/entries"])
         #expect(posted.stdout == "200")
         let ack = try decodeFrames(Array(try Data(contentsOf: URL(fileURLWithPath: body + ".ack"))))
         if case .batchAck(_, let outcomes)? = ack.first?.body { #expect(outcomes == [.accepted, .accepted, .accepted]) } else { Issue.record("no ack: \(ack)") }
         // Without the CA, curl refuses the certificate.
-        #expect(try runCommand("curl", ["-s", url + "/healthz"]).status == 60)
+        #expect(try await runCommand("curl", ["-s", url + "/healthz"]).status == 60)
         await t.server.shutdown()
     }
 
@@ -101,7 +101,7 @@ struct TLSTests {
                 out["raw"] = reply[:24 + length].hex()
             print(json.dumps(out))
             """
-        let r = try runCommand("python3", ["-c", script, t.ca, String(t.server.port), String(try #require(t.server.tcpPort)), frame])
+        let r = try await runCommand("python3", ["-c", script, t.ca, String(t.server.port), String(try #require(t.server.tcpPort)), frame])
         #expect(r.status == 0, "\(r.stderr)")
         let out = try JSONDecoder().decode([String: String].self, from: Data(r.stdout.utf8))
         #expect(out["h2,http/1.1"] == "h2")
@@ -176,7 +176,7 @@ struct TLSTests {
         for k in 0..<5 { #expect(try await stream.send(BulkStreamTests.batch(k, size: 100)).allSatisfy { $0 == .accepted }) }
         // A new CA and certificate replace the files; reload (what SIGHUP does in raffled).
         let next = TempDir()
-        try makeDevCertificates(in: next.path)
+        try await makeDevCertificates(in: next.path)
         for file in ["server.pem", "server.key"] {
             try FileManager.default.removeItem(atPath: t.certs.path + "/" + file)
             try FileManager.default.copyItem(atPath: next.path + "/" + file, toPath: t.certs.path + "/" + file)
@@ -201,12 +201,12 @@ struct TLSTests {
     @Test func theCLIWorksAgainstASelfSignedServerWithCAFile() async throws {
         let t = try await TLSServer.start()
         let at = ["--server", "https://127.0.0.1:\(t.server.port)", "--admin-key", testAdminKey]
-        let created = try CLIRun.raffle(["create"] + at + ["--ca-file", t.ca, "--title", "CLI TLS", "--duration", "10m", "--json"])
+        let created = try await CLIRun.raffle(["create"] + at + ["--ca-file", t.ca, "--title", "CLI TLS", "--duration", "10m", "--json"])
         #expect(created.status == 0, "\(created.stderr)")
         let id = try JSONDecoder().decode(RaffleInfo.self, from: Data(created.stdout.utf8)).id
-        let submitted = try CLIRun.raffle(["submit"] + at + ["--ca-file", t.ca, String(id), "-"], stdin: "1\n2\n3\n")
+        let submitted = try await CLIRun.raffle(["submit"] + at + ["--ca-file", t.ca, String(id), "-"], stdin: "1\n2\n3\n")
         #expect(submitted.status == 0, "\(submitted.stderr)")
-        let refused = try CLIRun.raffle(["list"] + at)
+        let refused = try await CLIRun.raffle(["list"] + at)
         #expect(refused.status != 0)
         #expect(refused.stderr.contains("not signed by a trusted CA"), "\(refused.stderr)")
         await t.server.shutdown()

@@ -17,8 +17,8 @@ struct SighupTests {
 
     @Test func sighupSwapsTheCertificateForNewConnectionsAndDropsNone() async throws {
         let dir = TempDir(), first = TempDir(), second = TempDir()
-        try makeDevCertificates(in: first.path)
-        try makeDevCertificates(in: second.path)
+        try await makeDevCertificates(in: first.path)
+        try await makeDevCertificates(in: second.path)
         let cert = dir.path + "/server.pem", key = dir.path + "/server.key"
         for file in ["server.pem", "server.key"] { try FileManager.default.copyItem(atPath: first.path + "/" + file, toPath: dir.path + "/" + file) }
         let server = try RaffledProcess(data: dir.path + "/data", extra: ["--tls-cert", cert, "--tls-key", key])

@@ -57,7 +57,25 @@ public struct CommandResult: Sendable {
 /// Runs `executable` (a path, or a name looked up in PATH) with `arguments` and optional standard
 /// input, reading both pipes to the end before waiting so a chatty child never blocks; a child
 /// still running after `timeout` seconds is killed (status then says so).
-public func runCommand(_ executable: String, _ arguments: [String], stdin: String? = nil, environment: [String: String]? = nil, timeout: Double = 60) throws -> CommandResult {
+///
+/// The waiting happens on a thread of its own, not on Swift concurrency's few cooperative threads:
+/// blocking those stalls every other test running at the same time.
+public func runCommand(
+    _ executable: String, _ arguments: [String], stdin: String? = nil, environment: [String: String]? = nil, timeout: Double = 60
+) async throws -> CommandResult {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            continuation.resume(
+                with: Result { try runCommandBlocking(executable, arguments, stdin: stdin, environment: environment, timeout: timeout) })
+        }
+        thread.start()
+    }
+}
+
+/// `runCommand`, blocking the calling thread (for callers outside Swift concurrency).
+public func runCommandBlocking(
+    _ executable: String, _ arguments: [String], stdin: String? = nil, environment: [String: String]? = nil, timeout: Double = 60
+) throws -> CommandResult {
     let p = Process()
     if executable.contains("/") {
         p.executableURL = URL(fileURLWithPath: executable)
@@ -107,8 +125,8 @@ public let repositoryRoot: String = URL(fileURLWithPath: #filePath).deletingLast
 
 /// Certificates made by `scripts/dev-cert` in a temporary directory: `ca.pem`, `server.pem`
 /// (chain), `server.key`. `expired`: a server certificate that expired yesterday.
-public func makeDevCertificates(in dir: String, expired: Bool = false) throws {
-    let result = try runCommand(repositoryRoot + "/scripts/dev-cert", [dir], environment: ["DEV_CERT_EXPIRED": expired ? "1" : "0"])
+public func makeDevCertificates(in dir: String, expired: Bool = false) async throws {
+    let result = try await runCommand(repositoryRoot + "/scripts/dev-cert", [dir], environment: ["DEV_CERT_EXPIRED": expired ? "1" : "0"])
     guard result.status == 0 else { throw TestSupportError("scripts/dev-cert failed: \(result.stderr)") }
 }
 
