@@ -134,11 +134,6 @@ public final class AdmissionController: Sendable {
     private let drainNanosecondsPerByte = Atomic<UInt64>(0)
     private let backlog = Atomic<UInt64>(0)
 
-    /// Batches throttled by reason, and batches refused as too large.
-    public let throttledRateLimited = Atomic<UInt64>(0)
-    public let throttledWaitingRoom = Atomic<UInt64>(0)
-    public let throttledServerBusy = Atomic<UInt64>(0)
-    public let refusedTooLarge = Atomic<UInt64>(0)
 
     public init(_ configuration: AdmissionConfiguration) {
         self.configuration = configuration
@@ -194,7 +189,6 @@ public final class AdmissionController: Sendable {
     private func decide<B: AdmissionBucket>(_ own: inout B, known: KnownClient?, entries: Int, now: UInt64) -> AdmissionDecision {
         let cost = UInt64(max(entries, 0)) &+ configuration.requestCost
         if overloaded.load(ordering: .relaxed) {
-            throttledServerBusy.add(1, ordering: .relaxed)
             let ns = backlogDrainNanoseconds()
             return .throttle(
                 milliseconds: slot(cost: cost, earliest: ns, now: now), reason: .serverBusy,
@@ -204,10 +198,8 @@ public final class AdmissionController: Sendable {
         let ownName = known?.name ?? "anonymous"
         switch own.take(cost, now: now) {
         case .neverFits:
-            refusedTooLarge.add(1, ordering: .relaxed)
             return .tooLarge(cost: cost, limit: ownLimit, policy: ownName)
         case .wait(let ns):
-            throttledRateLimited.add(1, ordering: .relaxed)
             known?.throttled.add(1, ordering: .relaxed)
             let remaining = own.available(now: now)
             return .throttle(milliseconds: milliseconds(ns), reason: .rateLimited, limit: ownLimit, policy: ownName, remaining: remaining)
@@ -220,13 +212,11 @@ public final class AdmissionController: Sendable {
             return .admit
         case .neverFits:
             own.refund(cost, now: now)
-            refusedTooLarge.add(1, ordering: .relaxed)
             return .tooLarge(cost: cost, limit: global.limit, policy: "global")
         case .wait(let ns):
             own.refund(cost, now: now)
             let exact = milliseconds(ns)
             let spread = slot(cost: cost, earliest: ns, now: now)
-            if spread > exact { throttledWaitingRoom.add(1, ordering: .relaxed) } else { throttledRateLimited.add(1, ordering: .relaxed) }
             return .throttle(
                 milliseconds: spread, reason: spread > exact ? .waitingRoom : .rateLimited, limit: global.limit, policy: "global",
                 remaining: global.available(now: now))

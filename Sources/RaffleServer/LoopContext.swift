@@ -67,8 +67,6 @@ final class LoopContext {
     /// Returns an ingest buffer.
     func giveBack(_ slot: Int32) { freeSlots.append(slot) }
 
-    /// Ingest buffers free now.
-    var freeSlotCount: Int { freeSlots.count }
 
     /// The memory of buffer `slot`.
     func memory(of slot: Int32) -> UnsafeMutableRawBufferPointer {
@@ -108,7 +106,6 @@ final class LoopContext {
         waiting[ObjectIdentifier(connection)] = nil
     }
 
-    var hasWaiters: Bool { !waiting.isEmpty }
 
     /// Called on this loop after the log committed (or failed).
     func committed(_ result: Result<CommitPoint, LedgerError>) {

@@ -90,8 +90,6 @@ public final class WriteAheadLog: Sendable {
     public var commitCount: UInt64 { commits.load(ordering: .relaxed) }
     /// The failure that stopped the log, if any.
     public var failure: LogFailure? { shared.withLock { $0.failure } }
-    /// Bytes appended but not yet handed to the writer.
-    public var backlogBytes: Int { shared.withLock { $0.pending.count } }
 
     /// Registers a listener called after every commit (on the writer thread; hop to your own thread).
     public func addCommitListener(_ listener: @escaping CommitListener) {
