@@ -81,9 +81,12 @@ public struct LedgerStats: Sendable, Hashable, Codable {
     }
 }
 
-/// The ledger: raffles, one entry per user per raffle, and their durability. The HTTP/2, TCP and
-/// UDP transports talk only to this interface; `LocalLedger` keeps it in memory with a local
-/// write-ahead log, and a PostgreSQL-backed ledger for multi-node deployments implements the same.
+/// The ledger: raffles, one entry per user per raffle, and their durability. Every transport talks
+/// only to this interface (`RaffleServer.start(configuration:ledger:)`). `LocalLedger` keeps it in
+/// memory with a local write-ahead log and decides each entry's outcome at admission
+/// (`Admission.processed`); a ledger shared by several nodes decides at commit
+/// (`Admission.deferred`, then `resolve(ticket:into:)`), and the server holds the ack, in order,
+/// until it has. The tests prove the seam with such a ledger over every transport.
 public protocol Ledger: AnyObject, Sendable {
     /// Admits a decoded batch: validates each entry, keeps one entry per user, records new entries,
     /// and writes one outcome per entry into `outcomes` (at least `batch.count` long). Called on an
