@@ -3,7 +3,8 @@
 // raffled — raffle-entry ingestion over HTTP/2 (libnghttp2 + SwiftNIO), raw TCP and UDP.
 //
 // Layers, bottom up (see README.md):
-//   CRaffleCRC32C, RaffleWire  — the wire protocol: codec over raw bytes, no NIO, no sockets.
+//   CRaffleCRC32C, RaffleCRC32C — the checksum, shared by the codec and the log.
+//   RaffleWire                 — the wire protocol: codec over raw bytes, no NIO, no sockets.
 //   RaffleWireNIO              — the same codec read from / written to NIO ByteBuffers.
 //   CNGHTTP2                   — libnghttp2, behind one system-library target.
 // Heavy benchmark dependencies live in Bench/'s own package so this build stays lean.
@@ -67,9 +68,16 @@ let package = Package(
         .target(name: "CRaffleCRC32C"),
         // __builtin_prefetch for the dedupe index (see the header for why).
         .target(name: "CRafflePrefetch"),
+        // CRC32C over the C target: shared by the wire codec (frame checksums) and the log (record
+        // checksums), so storage does not depend on the codec for it.
+        .target(
+            name: "RaffleCRC32C",
+            dependencies: [.target(name: "CRaffleCRC32C")],
+            swiftSettings: strict
+        ),
         .target(
             name: "RaffleWire",
-            dependencies: [.target(name: "CRaffleCRC32C")],
+            dependencies: ["RaffleCRC32C"],
             swiftSettings: strict
         ),
         .target(
@@ -90,7 +98,7 @@ let package = Package(
         // The segmented write-ahead log with group commit.
         .target(
             name: "RaffleStorage",
-            dependencies: ["RaffleWire"],
+            dependencies: ["RaffleCRC32C"],
             swiftSettings: strict
         ),
         // Admission control: GCRA buckets, API-key clients, waiting room, backpressure. No I/O.

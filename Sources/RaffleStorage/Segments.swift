@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
-import RaffleWire
+import RaffleCRC32C
 
 /// The open segment file; touched only by the writer thread (and by start-up and stop, which run
 /// when the writer does not).

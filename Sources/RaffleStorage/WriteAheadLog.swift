@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
-import RaffleWire
+import RaffleCRC32C
 import Synchronization
 
 /// How the log makes records durable before they are acknowledged.

@@ -24,10 +24,4 @@ public enum CRC32C {
 
     /// Whether this CPU's crc32 instruction is in use.
     public static var isHardwareAccelerated: Bool { raffle_crc32c_is_hardware() != 0 }
-
-    /// The checksum a frame's header carries: bytes 0..<20 of the header, then the payload.
-    @inline(__always)
-    static func frameChecksum(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> UInt32 {
-        extend(extend(0, UnsafeRawBufferPointer(rebasing: header[0..<20])), payload)
-    }
 }
