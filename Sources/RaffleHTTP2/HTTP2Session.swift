@@ -1,5 +1,6 @@
-// The one file that owns every unsafe call into libnghttp2. Server and client both drive an
-// `HTTP2Session`; what they do with its events lives in their delegates.
+// With Callbacks.swift, the only place that calls into libnghttp2 (this file: the session, its
+// settings and submissions; Callbacks.swift: the C callbacks that forward to it). Server and client
+// both drive an `HTTP2Session`; what they do with its events lives in their delegates.
 internal import CNGHTTP2
 public import NIOCore
 
