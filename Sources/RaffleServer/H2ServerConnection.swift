@@ -35,8 +35,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     private var lastActivityNanos: UInt64
     private var nowNanos: UInt64 = 0
     private var nowWallMilliseconds: Int64 = 0
-    private var glitchTokens: Int
-    private var glitchRefillNanos: UInt64
+    private var glitches: GlitchBudget
     private var closing = false
     private var wantsClose = false
     /// True while nghttp2 is running our callbacks (inside `receive` / `drainOutput`).
@@ -58,8 +57,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         self.logger = logger
         let now = monotonicNanoseconds()
         lastActivityNanos = now
-        glitchRefillNanos = now
-        glitchTokens = loop.configuration.glitchBurst
+        glitches = GlitchBudget(burst: loop.configuration.glitchBurst, perSecond: loop.configuration.glitchesPerSecond, now: now)
         anonymousBucket = LocalGCRA(loop.configuration.admission.anonymous)
     }
 
@@ -213,17 +211,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
 
     /// Abuse accounting: a token bucket of "glitches"; when it runs dry, GOAWAY(ENHANCE_YOUR_CALM).
     private func glitch() {
-        let now = monotonicNanoseconds()
-        let rate = loop.configuration.glitchesPerSecond
-        if rate > 0 {
-            let refill = Int((now - glitchRefillNanos) / 1_000_000) * rate / 1_000
-            if refill > 0 {
-                glitchTokens = min(loop.configuration.glitchBurst, glitchTokens + refill)
-                glitchRefillNanos = now
-            }
-        }
-        glitchTokens -= 1
-        if glitchTokens < 0, let session, !draining {
+        if !glitches.spend(now: monotonicNanoseconds()), let session, !draining {
             logger.info("GOAWAY(ENHANCE_YOUR_CALM): too many empty, invalid or oversized frames on one connection")
             loop.metrics.goaways.increment()
             session.goAway(errorCode: HTTP2Session.enhanceYourCalm)
