@@ -322,7 +322,7 @@ extension LoopContext {
             case .throttle(let ms, let reason, let limit, let policy, let remaining):
                 metrics.throttled(reason)
                 replies.out.writeRaffleFrame(
-                    Frame(requestID: requestID, flags: frame.header.flags.intersection(.checksum), body: .throttled(retryAfterMilliseconds: ms, reason: reason)))
+                    Frame(requestID: requestID, flags: checksum, body: .throttled(retryAfterMilliseconds: ms, reason: reason)))
                 replies.mark(lsn: 0, requestID: requestID)
                 return EntryReply(status: 429, retryAfterMilliseconds: ms, throttlePolicy: (policy, limit, remaining))
             case .tooLarge(let cost, let limit, let policy):
@@ -337,7 +337,7 @@ extension LoopContext {
                 var duplicates = 0
                 for outcome in outcomes where outcome == .alreadyEntered { duplicates &+= 1 }
                 metrics.recordOutcomes(accepted: accepted, duplicates: duplicates, rejected: n - accepted - duplicates, bytes: frame.frameLength)
-                replies.out.writeBatchAck(requestID: requestID, raffleID: batch.raffleID, outcomes: outcomes, flags: frame.header.flags.intersection(.checksum))
+                replies.out.writeBatchAck(requestID: requestID, raffleID: batch.raffleID, outcomes: outcomes, flags: checksum)
                 replies.mark(lsn: commit.lsn, requestID: requestID)
                 return EntryReply(status: 200)
             case .deferred(let ticket):
@@ -356,7 +356,7 @@ extension LoopContext {
                     flags: checksum)
             }
         case .ping(let value):
-            replies.out.writeRaffleFrame(Frame(requestID: requestID, flags: frame.header.flags.intersection(.checksum), body: .pong(value)))
+            replies.out.writeRaffleFrame(Frame(requestID: requestID, flags: checksum, body: .pong(value)))
             replies.mark(lsn: 0, requestID: requestID)
             return EntryReply(status: 200)
         default:

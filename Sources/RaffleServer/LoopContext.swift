@@ -67,7 +67,6 @@ final class LoopContext {
     /// Returns an ingest buffer.
     func giveBack(_ slot: Int32) { freeSlots.append(slot) }
 
-
     /// The memory of buffer `slot`.
     func memory(of slot: Int32) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: slab + Int(slot) * slotBytes, count: slotBytes)
@@ -105,7 +104,6 @@ final class LoopContext {
     func stopWaiting(_ connection: any LoopConnection) {
         waiting[ObjectIdentifier(connection)] = nil
     }
-
 
     /// Called on this loop after the log committed (or failed).
     func committed(_ result: Result<CommitPoint, LedgerError>) {

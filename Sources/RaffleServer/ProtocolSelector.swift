@@ -70,7 +70,7 @@ final class ProtocolSelector: ChannelInboundHandler, RemovableChannelHandler {
         if buffered == nil {
             buffered = bytes
         } else {
-            buffered!.writeBuffer(&bytes)
+            buffered?.writeBuffer(&bytes)  // in place: no copy of what was held
         }
         if mode == .sniff, let buffered, let choice = Self.sniff(buffered) { decide(choice, context: context) }
     }

@@ -80,8 +80,8 @@ public final class RaffleServer: Sendable {
     /// - Throws: `LogCorruption` / `LogFailure` from the log, `TLSSetupError` for unusable TLS
     ///   files, or a bind error.
     public static func start(configuration: ServerConfiguration, logger: Logger) async throws -> RaffleServer {
-        // TLS files are read before anything else starts, so a bad certificate fails fast.
-        _ = try configuration.tls.map { try TLSContextHolder.makeContext($0) }
+        // TLS files are read before the ledger replays its log, so a bad certificate fails fast.
+        let tls = try configuration.tls.map { try TLSContextHolder(files: $0) }
         let ledger = try LocalLedger(
             directory: configuration.dataDirectory, durability: configuration.durability, segmentBytes: configuration.segmentBytes)
         let replay = ledger.replay
@@ -94,19 +94,25 @@ public final class RaffleServer: Sendable {
         if let tail = replay.truncatedTail {
             logger.warning("cut a torn tail off the log", metadata: ["file": "\(tail.file)", "offset": "\(tail.offset)", "bytes": "\(tail.bytes)"])
         }
-        do {
-            return try await start(configuration: configuration, ledger: ledger, logger: logger)
-        } catch {
-            ledger.shutdown()
-            throw error
-        }
+        return try await start(configuration: configuration, ledger: ledger, tls: tls, logger: logger)
     }
 
     /// Starts the server on `ledger` (any `Ledger`: the local one, or another backend); the data
     /// directory, durability and segment settings of `configuration` are then the ledger's business.
     /// The server stops the ledger when it shuts down, or when it fails to start.
     public static func start(configuration: ServerConfiguration, ledger: any Ledger, logger: Logger) async throws -> RaffleServer {
-        let tls = try configuration.tls.map { try TLSContextHolder(files: $0) }
+        let tls: TLSContextHolder?
+        do { tls = try configuration.tls.map { try TLSContextHolder(files: $0) } } catch {
+            ledger.shutdown()
+            throw error
+        }
+        return try await start(configuration: configuration, ledger: ledger, tls: tls, logger: logger)
+    }
+
+    /// The start itself, with the TLS files already read; it stops `ledger` if it cannot start.
+    private static func start(configuration: ServerConfiguration, ledger: any Ledger, tls: TLSContextHolder?, logger: Logger) async throws
+        -> RaffleServer
+    {
         let loops = max(configuration.eventLoops, 1)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
         let metrics = ServerMetrics(durability: configuration.durability.rawValue)

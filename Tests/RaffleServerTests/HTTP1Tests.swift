@@ -159,6 +159,12 @@ struct HTTP1Tests {
         guard got.count == 3 else { return }
         #expect(try decodeFrames(got[1].body).first?.errorCode == .badContentType)
         #expect(try decodeFrames(got[2].body).first?.errorCode == .truncatedFrame, "media types are case-insensitive; the body is empty")
+        // A body that ends inside a frame whose header arrived: TRUNCATED_FRAME with that frame's id.
+        let cut = Array(batchFrame(raffle: 1, users: [1, 2], requestID: 77).dropLast(7))
+        s.send(http1("POST", "/v1/entries", headers: [framesType], body: cut))
+        let truncated = try #require(responses(s, 1).responses.first)
+        let frame = try decodeFrames(truncated.body).first
+        #expect(truncated.status == 400 && frame?.errorCode == .truncatedFrame && frame?.requestID == 77)
         await f.stop()
     }
 

@@ -153,6 +153,18 @@ struct RawTCPTests {
         await f.stop()
     }
 
+    @Test func repliesToChecksummedRequestsCarryAChecksum() async throws {
+        let f = try await ServerFixture.start()
+        let raffle = try await f.createRaffle()
+        let s = try FrameSocket(port: try #require(f.server.tcpPort))
+        s.send(try checksummed(Frame(requestID: 1, body: .entryBatch(raffleID: raffle + 50, entries: [Entry(userID: 1)]))))
+        s.send(try checksummed(Frame(requestID: 2, body: .entryBatch(raffleID: raffle, entries: [Entry(userID: 1)]))))
+        let frames = s.read(frames: 2).frames
+        #expect(frames.map(\.requestID) == [1, 2])
+        #expect(frames.first?.errorCode == .unknownRaffle && frames.allSatisfy { $0.flags.contains(.checksum) }, "\(frames)")
+        await f.stop()
+    }
+
     @Test func aConnectionLevelErrorIsAnsweredThenTheConnectionCloses() async throws {
         let f = try await ServerFixture.start()
         let raffle = try await f.createRaffle()

@@ -68,3 +68,21 @@ struct DrawVectorTests {
         #expect(try Export.parse(v.exportCSV) == canonical && Export.parse(v.exportNDJSON) == canonical)
     }
 }
+
+@Suite("64-bit ids in the JSON API")
+struct JSONIDTests {
+    @Test func idsAreWrittenAsStringsAndReadEitherWay() throws {
+        let draw = DrawResult(closedAt: 1, entryListHash: "h", seed: "s", entries: 1, tickets: 1, winners: [UInt64.max])
+        let info = RaffleInfo(
+            id: UInt64.max - 1, spec: RaffleSpec(title: "t", opensAt: 0, closesAt: 1), seedCommitment: "c", state: .drawn, entries: 1,
+            tickets: 1, draw: draw)
+        let text = String(decoding: try JSONEncoder().encode(info), as: UTF8.self)
+        #expect(text.contains(#""id":"18446744073709551614""#) && text.contains(#""winners":["18446744073709551615"]"#), "\(text)")
+        #expect(try JSONDecoder().decode(RaffleInfo.self, from: Data(text.utf8)) == info)
+        // Numbers are still read (clients of the previous version).
+        let numeric = text.replacingOccurrences(of: #""18446744073709551614""#, with: "18446744073709551614")
+            .replacingOccurrences(of: #"["18446744073709551615"]"#, with: "[18446744073709551615]")
+        #expect(try JSONDecoder().decode(RaffleInfo.self, from: Data(numeric.utf8)) == info)
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(RaffleInfo.self, from: Data(text.replacingOccurrences(of: "18446744073709551614", with: "x").utf8)) }
+    }
+}
