@@ -38,6 +38,7 @@ let package = Package(
         .library(name: "RaffleAdmission", targets: ["RaffleAdmission"]),
         .library(name: "RaffleCore", targets: ["RaffleCore"]),
         .library(name: "RaffleLedger", targets: ["RaffleLedger", "RaffleStorage"]),
+        .library(name: "RafflePostgres", targets: ["RafflePostgres"]),
         // For apps: the client core and its URLSession transport — no NIO, no C library.
         .library(name: "RaffleClient", targets: ["RaffleClient"]),
         // For backends and bulk partners: the HTTP/2 (libnghttp2), raw-TCP and UDP transports, with TLS.
@@ -54,6 +55,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // libnghttp2 from the system (Debian/Ubuntu: libnghttp2-dev; scripts/setup installs it).
@@ -148,10 +150,21 @@ let package = Package(
             ],
             swiftSettings: hotPath
         ),
+        // The ledger shared by several raffled nodes: PostgreSQL through postgres-nio, group commit
+        // into one statement per round trip (docs/SCALING.md).
+        .target(
+            name: "RafflePostgres",
+            dependencies: [
+                "RaffleLedger", "RaffleCore", "RaffleWire",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "raffled",
             dependencies: [
-                "RaffleServer", "RaffleStorage", "RaffleCore", "RaffleAdmission",
+                "RaffleServer", "RaffleStorage", "RaffleCore", "RaffleAdmission", "RaffleLedger", "RafflePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -225,6 +238,15 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RafflePostgresTests",
+            dependencies: [
+                "RafflePostgres", "RaffleLedger", "RaffleCore", "RaffleWire", "RaffleServer", "RaffleTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

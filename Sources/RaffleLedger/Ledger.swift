@@ -31,6 +31,8 @@ public enum Resolution: Sendable, Hashable {
     case decided(accepted: Int)
     /// Not committed: nothing of the batch is stored, and it must never be acknowledged.
     case failed(String)
+    /// No raffle with the batch's id (a shared ledger may learn this only at commit).
+    case unknownRaffle
 }
 
 /// Why an admin operation failed.
@@ -108,26 +110,29 @@ public protocol Ledger: AnyObject, Sendable {
     /// Registers a callback run (on a ledger thread) whenever more becomes durable, or on failure.
     func onCommit(_ callback: @escaping @Sendable (Result<CommitPoint, LedgerError>) -> Void)
 
+    // The admin and read calls are `async`: a shared ledger answers them with a database round trip.
+    // They are called from tasks, never on an event loop; the local ledger answers at once.
+
     /// Creates a raffle with a fresh secret seed; returns it with the commit point to wait for.
-    func createRaffle(_ spec: RaffleSpec, now: Int64) -> Result<(RaffleInfo, CommitPoint), LedgerError>
+    func createRaffle(_ spec: RaffleSpec, now: Int64) async -> Result<(RaffleInfo, CommitPoint), LedgerError>
 
     /// Closes a raffle (no more entries), reveals the seed and draws the winners. Idempotent.
-    func closeRaffle(_ id: UInt64, now: Int64) -> Result<(RaffleInfo, CommitPoint), LedgerError>
+    func closeRaffle(_ id: UInt64, now: Int64) async -> Result<(RaffleInfo, CommitPoint), LedgerError>
 
     /// Closes every open raffle whose closing time has passed; returns their ids.
-    func closeDueRaffles(now: Int64) -> [UInt64]
+    func closeDueRaffles(now: Int64) async -> [UInt64]
 
     /// One raffle, as of `now`.
-    func raffle(_ id: UInt64, now: Int64) -> RaffleInfo?
+    func raffle(_ id: UInt64, now: Int64) async throws(LedgerError) -> RaffleInfo?
 
     /// Every raffle, by id.
-    func raffles(now: Int64) -> [RaffleInfo]
+    func raffles(now: Int64) async throws(LedgerError) -> [RaffleInfo]
 
     /// Whether `userID` holds an entry in raffle `id` (nil: no such raffle).
-    func hasEntry(userID: UInt64, raffle id: UInt64) -> Bool?
+    func hasEntry(userID: UInt64, raffle id: UInt64) async throws(LedgerError) -> Bool?
 
     /// The raffle's entries in canonical order (by user id), for export and verification.
-    func entries(of id: UInt64) -> [Draw.Entry]?
+    func entries(of id: UInt64) async throws(LedgerError) -> [Draw.Entry]?
 
     /// Counters.
     func stats() -> LedgerStats

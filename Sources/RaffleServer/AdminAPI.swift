@@ -24,6 +24,21 @@ struct AdminResponse {
     }
 }
 
+/// An admin response now (health, metrics, refusals) or after a ledger call (raffles, draws, exports:
+/// a shared ledger answers them with a database round trip, so they run in a task off the event loop).
+enum AdminAnswer: Sendable {
+    case now(AdminResponse)
+    case later(@Sendable () async -> AdminResponse)
+
+    /// The response, waiting for it if it comes later.
+    func response() async -> AdminResponse {
+        switch self {
+        case .now(let response): response
+        case .later(let work): await work()
+        }
+    }
+}
+
 /// The admin and read API, as JSON over HTTP/2 or HTTP/1.1 on the main port (see README "Admin API"):
 ///
 /// | method | path | does | key |
@@ -89,43 +104,55 @@ struct AdminAPI: Sendable {
     }
 
     /// Answers one request. `authorization` is the request's `authorization` header value (empty: none).
-    func handle(get: Bool, post: Bool, path fullPath: String, body: [UInt8], authorization: [UInt8] = []) -> AdminResponse {
+    func handle(get: Bool, post: Bool, path fullPath: String, body: [UInt8], authorization: [UInt8] = []) -> AdminAnswer {
         let (path, query) = split(fullPath)
         let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         let t = now()
         switch (get, post, parts.count) {
         case (true, _, 1) where parts[0] == "healthz":
             // Alive: the process answers. Whether it can take entries is /readyz's question.
-            return AdminResponse(
+            return .now(AdminResponse(
                 status: 200,
-                json: Self.json(["status": "ok", "durability": durability.rawValue, "ledger": ledger.failureReason == nil ? "ok" : "failing"]))
+                json: Self.json(["status": "ok", "durability": durability.rawValue, "ledger": ledger.failureReason == nil ? "ok" : "failing"])))
         case (true, _, 1) where parts[0] == "readyz":
             if let failure = ledger.failureReason {
-                return AdminResponse(status: 503, json: Self.json(["status": "failing", "error": failure]))
+                return .now(AdminResponse(status: 503, json: Self.json(["status": "failing", "error": failure])))
             }
-            if state.isShuttingDown { return AdminResponse(status: 503, json: Self.json(["status": "shutting_down"])) }
-            return AdminResponse(status: 200, json: Self.json(["status": "ready", "durability": durability.rawValue]))
+            if state.isShuttingDown { return .now(AdminResponse(status: 503, json: Self.json(["status": "shutting_down"]))) }
+            return .now(AdminResponse(status: 200, json: Self.json(["status": "ready", "durability": durability.rawValue])))
         case (true, _, 1) where parts[0] == "metrics":
-            guard servesAdmin else { return onAdminListener(path) }
-            return AdminResponse(status: 200, kind: .text, body: metrics.render(stats: ledger.stats(), admission: admission, now: monotonicNanoseconds()))
+            guard servesAdmin else { return .now(onAdminListener(path)) }
+            return .now(AdminResponse(status: 200, kind: .text, body: metrics.render(stats: ledger.stats(), admission: admission, now: monotonicNanoseconds())))
         case (true, _, 2) where parts == ["v1", "stats"]:
-            if let refusal = authorize(authorization, path) { return refusal }
-            return AdminResponse(status: 200, json: Self.json(ledger.stats()))
+            if let refusal = authorize(authorization, path) { return .now(refusal) }
+            return .now(AdminResponse(status: 200, json: Self.json(ledger.stats())))
         case (true, _, 2) where parts == ["v1", "raffles"]:
-            return AdminResponse(status: 200, json: Self.json(ledger.raffles(now: t)))
+            return .later { [self] in
+                do throws(LedgerError) {
+                    return AdminResponse(status: 200, json: Self.json(try await ledger.raffles(now: t)))
+                } catch {
+                    return failure(error)
+                }
+            }
         case (_, true, 2) where parts == ["v1", "raffles"]:
-            if let refusal = authorize(authorization, path) { return refusal }
-            return create(body, now: t)
+            if let refusal = authorize(authorization, path) { return .now(refusal) }
+            return .later { [self] in await create(body, now: t) }
         case (_, _, 3...) where parts[0] == "v1" && parts[1] == "raffles":
-            guard let id = UInt64(parts[2]) else { return notFound("raffle id must be a positive integer") }
+            guard let id = UInt64(parts[2]) else { return .now(notFound("raffle id must be a positive integer")) }
             let rest = Array(parts[3...])
-            if Self.access(rest: rest, post: post) == .admin, let refusal = authorize(authorization, path) { return refusal }
-            return raffleRoute(id: id, rest: rest, get: get, post: post, query: query, now: t)
+            if Self.access(rest: rest, post: post) == .admin, let refusal = authorize(authorization, path) { return .now(refusal) }
+            return .later { [self] in
+                do throws(LedgerError) {
+                    return try await raffleRoute(id: id, rest: rest, get: get, post: post, query: query, now: t)
+                } catch {
+                    return failure(error)
+                }
+            }
         default:
             if parts.first == "v1" || parts.first == "healthz" || parts.first == "readyz" || parts.first == "metrics" {
-                return AdminResponse(status: 405, json: Self.errorJSON("method not allowed for \(path)"))
+                return .now(AdminResponse(status: 405, json: Self.errorJSON("method not allowed for \(path)")))
             }
-            return notFound("no route for \(path)")
+            return .now(notFound("no route for \(path)"))
         }
     }
 
@@ -158,28 +185,30 @@ struct AdminAPI: Sendable {
         notFound("\(path) is served on the admin listener (--admin-port), not on this port")
     }
 
-    private func raffleRoute(id: UInt64, rest: [String], get: Bool, post: Bool, query: [String: String], now t: Int64) -> AdminResponse {
+    private func raffleRoute(id: UInt64, rest: [String], get: Bool, post: Bool, query: [String: String], now t: Int64) async throws(LedgerError)
+        -> AdminResponse
+    {
         switch (get, post, rest.first, rest.count) {
         case (true, _, nil, 0):
-            guard let info = ledger.raffle(id, now: t) else { return notFound("raffle \(id) does not exist") }
+            guard let info = try await ledger.raffle(id, now: t) else { return notFound("raffle \(id) does not exist") }
             return AdminResponse(status: 200, json: Self.json(info))
         case (_, true, "close", 1), (_, true, "draw", 1):
-            switch ledger.closeRaffle(id, now: t) {
+            switch await ledger.closeRaffle(id, now: t) {
             case .success(let (info, commit)): return AdminResponse(status: 200, json: Self.json(info), commit: commit)
             case .failure(let error): return failure(error)
             }
         case (true, _, "winners", 1):
-            guard let info = ledger.raffle(id, now: t) else { return notFound("raffle \(id) does not exist") }
+            guard let info = try await ledger.raffle(id, now: t) else { return notFound("raffle \(id) does not exist") }
             guard let draw = info.draw else {
                 return AdminResponse(status: 409, json: Self.errorJSON("raffle \(id) has not been drawn yet (closes at \(info.spec.closesAt))"))
             }
             return AdminResponse(status: 200, json: Self.json(draw))
         case (true, _, "entries", 2):
             guard let user = UInt64(rest[1]) else { return notFound("user id must be a positive integer") }
-            guard let entered = ledger.hasEntry(userID: user, raffle: id) else { return notFound("raffle \(id) does not exist") }
+            guard let entered = try await ledger.hasEntry(userID: user, raffle: id) else { return notFound("raffle \(id) does not exist") }
             return AdminResponse(status: 200, json: Self.json(EntryStatus(raffleId: String(id), userId: String(user), entered: entered)))
         case (true, _, "export", 1):
-            guard let entries = ledger.entries(of: id) else { return notFound("raffle \(id) does not exist") }
+            guard let entries = try await ledger.entries(of: id) else { return notFound("raffle \(id) does not exist") }
             switch query["format"] ?? "csv" {
             case "csv": return AdminResponse(status: 200, kind: .csv, body: Export.csv(entries))
             case "ndjson": return AdminResponse(status: 200, kind: .ndjson, body: Export.ndjson(entries))
@@ -197,7 +226,7 @@ struct AdminAPI: Sendable {
         var entered: Bool
     }
 
-    private func create(_ body: [UInt8], now t: Int64) -> AdminResponse {
+    private func create(_ body: [UInt8], now t: Int64) async -> AdminResponse {
         let request: CreateRequest
         do {
             request = try JSONDecoder().decode(CreateRequest.self, from: Data(body))
@@ -211,7 +240,7 @@ struct AdminAPI: Sendable {
         let spec = RaffleSpec(
             title: request.title, opensAt: opensAt, closesAt: closesAt, winners: request.winners ?? 1,
             maxTicketsPerUser: request.maxTicketsPerUser ?? 1)
-        switch ledger.createRaffle(spec, now: t) {
+        switch await ledger.createRaffle(spec, now: t) {
         case .success(let (info, commit)): return AdminResponse(status: 201, json: Self.json(info), commit: commit)
         case .failure(let error): return failure(error)
         }

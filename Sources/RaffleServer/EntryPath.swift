@@ -112,6 +112,9 @@ struct ReplyQueue {
             if i == 0 { firstReplyFailed = true }
             frame.writeRaffleFrame(
                 Frame(requestID: marks[i].requestID, flags: ack.flags, body: .error(code: .unavailable, message: "the batch was not stored: \(message)")))
+        case .unknownRaffle:
+            frame.writeRaffleFrame(
+                Frame(requestID: marks[i].requestID, flags: ack.flags, body: .error(code: .unknownRaffle, message: "raffle \(ack.raffleID) does not exist")))
         }
         replace(from: ack.frameStart, to: marks[i].end, with: frame, mark: i)
         return true

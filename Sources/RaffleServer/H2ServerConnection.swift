@@ -429,20 +429,37 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         case .entries:
             streams[i].entriesBodyEnded(loop)
         case .admin:
-            let response: AdminResponse
             if streams[i].adminBodyTooLarge {
-                response = AdminResponse(status: 413, json: AdminAPI.errorJSON("request body over \(loop.configuration.maxAdminBodyBytes) bytes"))
+                streams[i].answer(AdminResponse(status: 413, json: AdminAPI.errorJSON("request body over \(loop.configuration.maxAdminBodyBytes) bytes")))
             } else {
-                response = admin.handle(
+                let answer = admin.handle(
                     get: streams[i].isGet, post: streams[i].isPost, path: streams[i].path, body: streams[i].adminBody,
                     authorization: streams[i].authorization)
+                switch answer {
+                case .now(let response):
+                    streams[i].answer(response)
+                case .later(let work):
+                    // The stream stays open, unfinished, until the ledger has answered.
+                    let id = streams[i].id
+                    let connection = NIOLoopBound(self, eventLoop: loop.eventLoop)
+                    loop.eventLoop.makeFutureWithTask(work).whenSuccess { connection.value.adminAnswered(stream: id, $0) }
+                    return
+                }
             }
-            streams[i].answer(response)
         case .pending, .discard:
             break
         }
         streams[i].finished = true
         settle(i)
+    }
+
+    /// A ledger-backed admin answer arrived (on the loop): send it unless the stream is gone.
+    private func adminAnswered(stream id: Int32, _ response: AdminResponse) {
+        guard session != nil, let i = slot(of: id), streams[i].active, !streams[i].finished else { return }
+        streams[i].answer(response)
+        streams[i].finished = true
+        settle(i)
+        flushOutput()
     }
 
     private func answerJSON(_ i: Int, status: Int, _ body: [UInt8]) {

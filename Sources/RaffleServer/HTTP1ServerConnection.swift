@@ -137,15 +137,22 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
             case .entries:
                 exchange.entriesBodyEnded(loop)
             case .admin:
-                let response: AdminResponse
                 if exchange.adminBodyTooLarge {
-                    response = AdminResponse(status: 413, json: AdminAPI.errorJSON("request body over \(loop.configuration.maxAdminBodyBytes) bytes"))
+                    exchange.answer(AdminResponse(status: 413, json: AdminAPI.errorJSON("request body over \(loop.configuration.maxAdminBodyBytes) bytes")))
                 } else {
-                    response = admin.handle(
+                    let answer = admin.handle(
                         get: exchange.isGet, post: exchange.isPost, path: exchange.path, body: exchange.adminBody,
                         authorization: exchange.authorization)
+                    switch answer {
+                    case .now(let response):
+                        exchange.answer(response)
+                    case .later(let work):
+                        // The next pipelined request waits (NIO's pipelining handler) until this one ends.
+                        let connection = NIOLoopBound(self, eventLoop: loop.eventLoop)
+                        loop.eventLoop.makeFutureWithTask(work).whenSuccess { connection.value.adminAnswered($0) }
+                        return
+                    }
                 }
-                exchange.answer(response)
             case .pending, .discard:
                 break
             }
@@ -203,6 +210,14 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
         if exchange.route != .discard && exchange.route != .pending, head.headers.first(name: "expect")?.lowercased() == "100-continue" {
             context?.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
         }
+    }
+
+    /// A ledger-backed admin answer arrived (on the loop) for the current request.
+    private func adminAnswered(_ response: AdminResponse) {
+        guard !closed, inRequest, exchange.route == .admin, !exchange.finished else { return }
+        exchange.answer(response)
+        exchange.finished = true
+        settle()
     }
 
     private func answerNow(_ response: AdminResponse) {

@@ -255,7 +255,7 @@ public final class RaffleServer: Sendable {
             do { try await Task.sleep(for: .milliseconds(100)) } catch { return }
             ticks += 1
             guard ticks % 10 == 0 else { continue }
-            for id in ledger.closeDueRaffles(now: wallClockMilliseconds()) {
+            for id in await ledger.closeDueRaffles(now: wallClockMilliseconds()) {
                 logger.info("raffle closed and drawn", metadata: ["raffle": "\(id)"])
             }
         }

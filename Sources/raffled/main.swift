@@ -8,6 +8,7 @@ import Logging
 import Foundation
 import RaffleAdmission
 import RaffleCore
+import RafflePostgres
 import RaffleServer
 import RaffleStorage
 import ServiceLifecycle
@@ -42,7 +43,13 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Raw-TCP frames port (default: the HTTP/2 port + 1); --tcp-port=-1 turns raw TCP off.") var tcpPort: Int?
     @Option(help: "UDP frames port (default: the HTTP/2 port + 2); --udp-port=-1 turns UDP off.") var udpPort: Int?
     @Option(help: "Largest UDP request, bytes (default 1200).") var udpMaxDatagram = 1_200
-    @Option(name: .customLong("data"), help: "Data directory for the write-ahead log.") var data = "./raffle-data"
+    @Option(name: .customLong("data"), help: "Data directory for the write-ahead log (and admin.key).") var data = "./raffle-data"
+    @Option(
+        help: """
+            Where entries are kept: "local" (the write-ahead log in --data, the default) or a PostgreSQL URL \
+            postgres://user[:password]@host:port/database[?sslmode=require] shared by several raffled nodes.
+            """)
+    var ledger = "local"
     @Option(help: "Event loops (threads); default: one per core.") var loops: Int?
     @Option(help: "fsync: acknowledge only once on disk (default). none: experiments only, data may be lost.")
     var durability: DurabilityOption = .fsync
@@ -91,6 +98,9 @@ struct Serve: AsyncParsableCommand {
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         if let adminPort { guard (0...65_535).contains(adminPort) else { throw ValidationError("--admin-port must be 0 to 65535") } }
         if adminHost != nil && adminPort == nil { throw ValidationError("--admin-host needs --admin-port") }
+        if ledger != "local" {
+            do throws(PostgresURLError) { _ = try PostgresLedgerConfiguration(url: ledger) } catch { throw ValidationError("--ledger: \(error)") }
+        }
     }
 
     /// The admin keys: from `--admin-keys`, or the key in DATA/admin.key, made (0600) when missing.
@@ -168,18 +178,27 @@ struct Serve: AsyncParsableCommand {
 
         let server: RaffleServer
         do {
-            server = try await RaffleServer.start(configuration: config, logger: logger)
+            if ledger == "local" {
+                server = try await RaffleServer.start(configuration: config, logger: logger)
+            } else {
+                let shared = try await PostgresLedger.connect(try PostgresLedgerConfiguration(url: ledger), logger: logger)
+                server = try await RaffleServer.start(configuration: config, ledger: shared, logger: logger)
+            }
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
+        let ledgerTarget = (try? PostgresLedgerConfiguration(url: ledger))?.target ?? ledger
         let hostForURL = host.contains(":") ? "[\(host)]" : host
         let durabilityNote = config.durability == .none ? " — EXPERIMENTS ONLY: acknowledged entries may be lost" : ""
         let scheme = server.usesTLS ? "https" : "http"
         let protocols = server.usesTLS ? "TLS, ALPN h2 and http/1.1" : "HTTP/2 and HTTP/1.1"
         let adminHostForURL = (adminHost ?? host).contains(":") ? "[\(adminHost ?? host)]" : (adminHost ?? host)
         let lines = [
-            "raffled listening on \(scheme)://\(hostForURL):\(server.port) (\(protocols)), data in \(data), durability \(config.durability.rawValue)\(durabilityNote)",
+            "raffled listening on \(scheme)://\(hostForURL):\(server.port) (\(protocols)), "
+                + (ledger == "local"
+                    ? "data in \(data), durability \(config.durability.rawValue)\(durabilityNote)"
+                    : "ledger in PostgreSQL (\(ledgerTarget))"),
             "frames also on raw TCP\(server.usesTLS ? " over TLS" : "") \(server.tcpPort.map { "port \($0)" } ?? "(off)") and UDP \(server.udpPort.map { "port \($0)" } ?? "(off)")",
             server.adminPort.map { "admin API and /metrics on http://\(adminHostForURL):\($0); \(adminNote)" } ?? adminNote,
             "try: curl \(server.usesTLS ? "--cacert CA.pem " : "")\(scheme)://\(hostForURL):\(server.port)/healthz",

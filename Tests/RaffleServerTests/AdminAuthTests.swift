@@ -118,18 +118,18 @@ struct AdminAuthTests {
         await f.stop()
     }
 
-    @Test func readinessFollowsTheLedgerAndShutdown() throws {
+    @Test func readinessFollowsTheLedgerAndShutdown() async throws {
         let dir = TempDir()
         let ledger = try LocalLedger(directory: dir.path, durability: .fsync, segmentBytes: 1 << 20)
         let state = ServerState()
         let api = AdminAPI(
             ledger: ledger, admission: AdmissionController(AdmissionConfiguration()), metrics: ServerMetrics(durability: "fsync"),
             durability: .fsync, now: { 0 }, keys: AdminKeys(), state: state)
-        #expect(api.handle(get: true, post: false, path: "/readyz", body: []).status == 200)
+        #expect(await api.handle(get: true, post: false, path: "/readyz", body: []).response().status == 200)
         state.beginShutdown()
-        let draining = api.handle(get: true, post: false, path: "/readyz", body: [])
+        let draining = await api.handle(get: true, post: false, path: "/readyz", body: []).response()
         #expect(draining.status == 503 && String(decoding: draining.body, as: UTF8.self).contains("shutting_down"))
-        #expect(api.handle(get: true, post: false, path: "/healthz", body: []).status == 200, "alive while draining")
+        #expect(await api.handle(get: true, post: false, path: "/healthz", body: []).response().status == 200, "alive while draining")
         ledger.shutdown()
     }
 }
