@@ -243,15 +243,6 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
-            name: "RafflePostgresTests",
-            dependencies: [
-                "RafflePostgres", "RaffleLedger", "RaffleCore", "RaffleWire", "RaffleServer", "RaffleTestSupport",
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            swiftSettings: strict
-        ),
-        .testTarget(
             name: "RaffleStorageTests",
             dependencies: ["RaffleStorage", "RaffleCore", "RaffleLedger", "RaffleWire", "RaffleTestSupport"],
             swiftSettings: strict

@@ -17,6 +17,8 @@ public struct PostgresLedgerConfiguration: Sendable {
     /// A round that has not returned after this long fails: its batches are answered `unavailable`
     /// (never acknowledged) and PostgreSQL is marked unreachable until a probe succeeds.
     public var roundTimeout: Duration = .seconds(5)
+    /// How long `PostgresLedger.connect` tries to reach PostgreSQL and set up the schema.
+    public var startTimeout: Duration = .seconds(10)
 
     public init(client: PostgresClient.Configuration) {
         self.client = client

@@ -35,9 +35,12 @@ public final class PostgresLedger: Ledger, Sendable {
     public static func connect(_ configuration: PostgresLedgerConfiguration, logger: Logger) async throws(LedgerError) -> PostgresLedger {
         let ledger = PostgresLedger(configuration: configuration, logger: logger)
         do {
-            try await Schema.migrate(ledger.client, logger: logger)
-            try await ledger.loadRaffles(ids: nil)
-        } catch let error as LedgerError {
+            // The client retries a refused connection forever: bound the start.
+            try await ledger.withTimeout(limit: configuration.startTimeout) {
+                try await Schema.migrate(ledger.client, logger: logger)
+                try await ledger.loadRaffles(ids: nil)
+            }
+        } catch let error as LedgerError where error.message.contains("schema version") {
             ledger.shutdown()
             throw error
         } catch {
@@ -51,7 +54,10 @@ public final class PostgresLedger: Ledger, Sendable {
     private init(configuration: PostgresLedgerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        client = PostgresClient(configuration: configuration.client, backgroundLogger: logger)
+        // The pool logs every failed connection attempt at info: keep its background quieter than ours.
+        var background = logger
+        background.logLevel = max(logger.logLevel, .warning)
+        client = PostgresClient(configuration: configuration.client, backgroundLogger: background)
         let client = self.client
         runner = Mutex(Task { await client.run() })
         monitor = Mutex(nil)
@@ -195,9 +201,9 @@ public final class PostgresLedger: Ledger, Sendable {
         monitor.withLock { $0 = task }
     }
 
-    /// Runs `work`, failing after `roundTimeout`.
-    func withTimeout<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) async throws -> T {
-        let limit = configuration.roundTimeout
+    /// Runs `work`, failing after `limit` (default: `roundTimeout`).
+    func withTimeout<T: Sendable>(limit: Duration? = nil, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+        let limit = limit ?? configuration.roundTimeout
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { try await work() }
             group.addTask {
@@ -206,7 +212,7 @@ public final class PostgresLedger: Ledger, Sendable {
             }
             defer { group.cancelAll() }
             guard let first = try await group.next(), let value = first else {
-                throw LedgerError(.unavailable, "PostgreSQL did not answer within \(limit)")
+                throw LedgerError(.unavailable, "PostgreSQL did not answer within \(limit) (is it running, and reachable from here?)")
             }
             return value
         }

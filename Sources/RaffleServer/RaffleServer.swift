@@ -184,6 +184,7 @@ public final class RaffleServer: Sendable {
                 tcpChannel = try await ServerBootstrap(group: group)
                     .serverChannelOption(.backlog, value: 1_024)
                     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .serverChannelOption(reusePortOption, value: configuration.reusePort ? 1 : 0)
                     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                     .childChannelOption(.allowRemoteHalfClosure, value: true)
                     .childChannelOption(.writeBufferWaterMark, value: .init(low: high / 2, high: high))
@@ -216,7 +217,7 @@ public final class RaffleServer: Sendable {
                 for context in contexts {
                     let udp = try await DatagramBootstrap(group: context.eventLoop)
                         .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                        .channelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
+                        .channelOption(reusePortOption, value: 1)
                         .channelOption(.datagramVectorReadMessageCount, value: udpBatch)
                         // NIO splits one buffer among the vector read's messages: each gets room for a
                         // datagram over the limit, so oversize ones are seen (and answered) as such.
@@ -290,6 +291,9 @@ public final class RaffleServer: Sendable {
     }
 }
 
+/// SO_REUSEPORT, which NIO names only by level and number.
+let reusePortOption = ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT)
+
 /// What every listener shares about the process: whether it is shutting down (`/readyz`).
 final class ServerState: Sendable {
     private let shuttingDown = Atomic<Bool>(false)
@@ -313,6 +317,7 @@ struct HTTPListener: Sendable {
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1_024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(reusePortOption, value: configuration.reusePort ? 1 : 0)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: high / 2, high: high))
             .childChannelOption(.maxMessagesPerRead, value: 16)

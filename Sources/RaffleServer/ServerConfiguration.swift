@@ -75,6 +75,11 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// HTTP/1.1: close a connection whose request head (request line and header fields) has not
     /// arrived whole this long after its first byte (slowloris). Default 10 s.
     public var requestHeadTimeoutMilliseconds: Int64 = 10_000
+    /// Set SO_REUSEPORT on the TCP listeners (main, raw TCP, admin) so several raffled processes on
+    /// one host share the ports and the kernel spreads connections among them. Only for nodes on a
+    /// shared ledger (PostgreSQL): processes with local ledgers would each keep their own entries.
+    /// (UDP sockets always use it: one per event loop.) Default false.
+    public var reusePort = false
 
     /// The defaults.
     public init() {}

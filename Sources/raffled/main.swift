@@ -50,6 +50,8 @@ struct Serve: AsyncParsableCommand {
             postgres://user[:password]@host:port/database[?sslmode=require] shared by several raffled nodes.
             """)
     var ledger = "local"
+    @Flag(help: "Share the ports with other raffled processes on this host (SO_REUSEPORT); needs --ledger postgres://….")
+    var reusePort = false
     @Option(help: "Event loops (threads); default: one per core.") var loops: Int?
     @Option(help: "fsync: acknowledge only once on disk (default). none: experiments only, data may be lost.")
     var durability: DurabilityOption = .fsync
@@ -98,6 +100,9 @@ struct Serve: AsyncParsableCommand {
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         if let adminPort { guard (0...65_535).contains(adminPort) else { throw ValidationError("--admin-port must be 0 to 65535") } }
         if adminHost != nil && adminPort == nil { throw ValidationError("--admin-host needs --admin-port") }
+        if reusePort && ledger == "local" {
+            throw ValidationError("--reuse-port needs a shared ledger (--ledger postgres://…): processes with local ledgers would each keep their own entries")
+        }
         if ledger != "local" {
             do throws(PostgresURLError) { _ = try PostgresLedgerConfiguration(url: ledger) } catch { throw ValidationError("--ledger: \(error)") }
         }
@@ -149,6 +154,7 @@ struct Serve: AsyncParsableCommand {
         config.idleTimeoutMilliseconds = Int64(idleTimeout) * 1_000
         config.adminPort = adminPort
         config.adminHost = adminHost
+        config.reusePort = reusePort
         if let tlsCert, let tlsKey { config.tls = TLSFiles(certificateChainPath: tlsCert, privateKeyPath: tlsKey) }
         let adminNote: String
         do {

@@ -135,3 +135,99 @@ public struct TestSupportError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
 }
+
+/// A private PostgreSQL cluster for one test (`scripts/pg-cluster`): its own directory, a free port on
+/// 127.0.0.1, trust authentication for `postgres`. Use `withPostgres`, which always stops it.
+public final class PostgresCluster: Sendable {
+    /// Where its data, socket and log live.
+    public let dir: TempDir
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    public let url: String
+
+    private init(dir: TempDir, url: String) {
+        self.dir = dir
+        self.url = url
+    }
+
+    /// Whether PostgreSQL's server programs are installed (Debian: `apt-get install postgresql`).
+    public static var isInstalled: Bool {
+        let lib = "/usr/lib/postgresql"
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: lib)) ?? []
+        return versions.contains { FileManager.default.isExecutableFile(atPath: "\(lib)/\($0)/bin/pg_ctl") }
+    }
+
+    /// initdb and start (~2 s).
+    public static func start() async throws -> PostgresCluster {
+        guard isInstalled else {
+            throw TestSupportError("PostgreSQL is not installed: scripts/setup installs it (apt-get install -y postgresql)")
+        }
+        let dir = TempDir()
+        let result = try await runCommand(repositoryRoot + "/scripts/pg-cluster", ["start", dir.path], timeout: 120)
+        guard result.status == 0 else { throw TestSupportError("scripts/pg-cluster start failed: \(result.stderr)") }
+        return PostgresCluster(dir: dir, url: result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// Stops it (fast shutdown: sessions are cut) and starts it again on the same port.
+    public func restart(downFor pause: Duration = .zero) async throws {
+        try await stop()
+        if pause > .zero { try await Task.sleep(for: pause) }
+        let result = try await runCommand(repositoryRoot + "/scripts/pg-cluster", ["start", dir.path, port], timeout: 120)
+        guard result.status == 0 else { throw TestSupportError("scripts/pg-cluster start failed: \(result.stderr)") }
+    }
+
+    public func stop() async throws {
+        _ = try await runCommand(repositoryRoot + "/scripts/pg-cluster", ["stop", dir.path], timeout: 60)
+    }
+
+    /// The port it listens on.
+    public var port: String { String(url.split(separator: ":").last?.split(separator: "/").first ?? "") }
+
+    /// Runs SQL with psql and returns its unaligned, tuples-only output.
+    public func psql(_ sql: String) async throws -> String {
+        let result = try await runCommand("psql", ["-X", "-At", "-v", "ON_ERROR_STOP=1", url, "-c", sql], timeout: 60)
+        guard result.status == 0 else { throw TestSupportError("psql failed: \(result.stderr)") }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// Runs `body` with a fresh private PostgreSQL cluster, stopped afterwards whatever happens.
+public func withPostgres<T: Sendable>(_ body: (PostgresCluster) async throws -> T) async throws -> T {
+    let cluster = try await PostgresCluster.start()
+    do {
+        let value = try await body(cluster)
+        try? await cluster.stop()
+        return value
+    } catch {
+        try? await cluster.stop()
+        throw error
+    }
+}
+
+/// A TCP port on 127.0.0.1 nobody listens on now (bound without SO_REUSEPORT, then closed), with
+/// `following` more free ports after it (raffled's raw-TCP and UDP ports are port+1 and port+2).
+public func freePort(following: Int = 0) throws -> Int {
+    for _ in 0..<50 {
+        let candidate = try bindAndRelease(0)
+        if (0..<max(following, 0)).allSatisfy({ (try? bindAndRelease(candidate + 1 + $0)) != nil }) { return candidate }
+    }
+    throw TestSupportError("no free port run of \(following + 1) found")
+}
+
+private func bindAndRelease(_ port: Int) throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestSupportError("socket() failed") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0 else { throw TestSupportError("port \(port) is taken") }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
