@@ -49,6 +49,14 @@ final class RaffledProcess: @unchecked Sendable {
         adminKey = ((try? String(contentsOfFile: data + "/admin.key", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// Starts raffled on a thread of its own: waiting for its first line must not hold one of the
+    /// few threads every test's tasks share.
+    static func launch(data: String, extra: [String] = []) async throws -> RaffledProcess {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try RaffledProcess(data: data, extra: extra) }) }.start()
+        }
+    }
+
     /// The admin key raffled made in its data directory.
     let adminKey: String
 

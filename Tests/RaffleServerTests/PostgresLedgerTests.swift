@@ -11,8 +11,8 @@ import Testing
 /// cluster per test (scripts/pg-cluster), on 127.0.0.1 only.
 @Suite("Several raffled nodes on PostgreSQL", .serialized, .timeLimit(.minutes(3)))
 struct PostgresLedgerTests {
-    func node(_ cluster: PostgresCluster, _ dir: TempDir, _ name: String) throws -> RaffledProcess {
-        try RaffledProcess(data: dir.path + "/" + name, extra: ["--ledger", cluster.url])
+    func node(_ cluster: PostgresCluster, _ dir: TempDir, _ name: String) async throws -> RaffledProcess {
+        try await RaffledProcess.launch(data: dir.path + "/" + name, extra: ["--ledger", cluster.url])
     }
 
     /// Two nodes on one cluster, each with an HTTP/2 client.
@@ -21,9 +21,9 @@ struct PostgresLedgerTests {
         let ca, cb: HTTP2Client
 
         static func start(_ cluster: PostgresCluster, _ dir: TempDir) async throws -> TwoNodes {
-            let a = try RaffledProcess(data: dir.path + "/a", extra: ["--ledger", cluster.url])
+            let a = try await RaffledProcess.launch(data: dir.path + "/a", extra: ["--ledger", cluster.url])
             let b: RaffledProcess
-            do { b = try RaffledProcess(data: dir.path + "/b", extra: ["--ledger", cluster.url]) } catch {
+            do { b = try await RaffledProcess.launch(data: dir.path + "/b", extra: ["--ledger", cluster.url]) } catch {
                 _ = a.terminate()
                 throw error
             }
@@ -32,10 +32,11 @@ struct PostgresLedgerTests {
                 cb: try await HTTP2Client.connect(host: "127.0.0.1", port: b.port, group: ServerFixture.group))
         }
 
-        /// Stops both processes (their connections close with them).
+        /// Stops both processes at once (SIGKILL: a graceful stop would wait for the open clients, and
+        /// this runs in a `defer`, blocking a thread of the shared pool).
         func stop() {
-            _ = a.terminate()
-            _ = b.terminate()
+            a.kill9()
+            b.kill9()
         }
     }
 
@@ -80,7 +81,7 @@ struct PostgresLedgerTests {
     @Test func kill9OfANodeUnderLoadLosesNothingAcknowledged() async throws {
         try await withPostgres { pg in
             let dir = TempDir()
-            let a = try node(pg, dir, "a")
+            let a = try await node(pg, dir, "a")
             let client = try await HTTP2Client.connect(host: "127.0.0.1", port: a.port, group: ServerFixture.group)
             let raffle = try await client.createRaffle(#"{"title":"Crash","durationSeconds":600}"#, on: a).id
             let acked = Acked()
@@ -113,8 +114,8 @@ struct PostgresLedgerTests {
     @Test func postgresRestartedUnderLoadLosesNothingAndServiceResumes() async throws {
         try await withPostgres { pg in
             let dir = TempDir()
-            let a = try node(pg, dir, "a")
-            defer { _ = a.terminate() }
+            let a = try await node(pg, dir, "a")
+            defer { a.kill9() }
             let client = try await HTTP2Client.connect(host: "127.0.0.1", port: a.port, group: ServerFixture.group)
             let raffle = try await client.createRaffle(#"{"title":"Restart","durationSeconds":600}"#, on: a).id
             let acked = Acked()
@@ -292,9 +293,9 @@ struct SharedAddressTests {
             let keys = dir.path + "/keys.json"
             try #"{"keys":[{"name":"ops","key":"\#(key)"}]}"#.write(toFile: keys, atomically: true, encoding: .utf8)
             let extra = ["--ledger", pg.url, "--reuse-port", "--port", String(port), "--admin-keys", keys]
-            let a = try RaffledProcess(data: dir.path + "/a", extra: extra)
-            let b = try RaffledProcess(data: dir.path + "/b", extra: extra)
-            defer { _ = b.terminate() }
+            let a = try await RaffledProcess.launch(data: dir.path + "/a", extra: extra)
+            let b = try await RaffledProcess.launch(data: dir.path + "/b", extra: extra)
+            defer { b.kill9() }
             #expect(a.port == port && b.port == port)
             let admin = try await HTTP2Client.connect(host: "127.0.0.1", port: port, group: ServerFixture.group)
             let response = try await admin.request(
@@ -320,9 +321,9 @@ struct SharedAddressTests {
         try await withPostgres { pg in
             let dir = TempDir()
             let (pa, pb, lb, lbTCP) = (try freePort(following: 2), try freePort(following: 2), try freePort(), try freePort())
-            let a = try RaffledProcess(data: dir.path + "/a", extra: ["--ledger", pg.url, "--port", String(pa)])
-            let b = try RaffledProcess(data: dir.path + "/b", extra: ["--ledger", pg.url, "--port", String(pb)])
-            defer { _ = b.terminate() }
+            let a = try await RaffledProcess.launch(data: dir.path + "/a", extra: ["--ledger", pg.url, "--port", String(pa)])
+            let b = try await RaffledProcess.launch(data: dir.path + "/b", extra: ["--ledger", pg.url, "--port", String(pb)])
+            defer { b.kill9() }
             let haproxy = Process()
             haproxy.executableURL = URL(fileURLWithPath: "/usr/sbin/haproxy")
             haproxy.arguments = ["-db", "-f", repositoryRoot + "/ops/haproxy/raffled.cfg"]
