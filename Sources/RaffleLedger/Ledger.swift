@@ -35,6 +35,17 @@ public enum Resolution: Sendable, Hashable {
     case unknownRaffle
 }
 
+/// How a ledger makes acknowledged entries durable (for `/healthz`, metrics and the
+/// `raffled-durability` response header).
+public enum LedgerDurability: String, Sendable, Codable, Hashable {
+    /// The local log, `fdatasync`ed before each acknowledgement.
+    case fsync
+    /// The local log without a sync: acknowledged entries may be lost (experiments only).
+    case none
+    /// Committed by PostgreSQL (its WAL, `fsync` and replication settings).
+    case postgresql
+}
+
 /// Why an admin operation failed.
 public struct LedgerError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What kind of failure.
@@ -136,6 +147,9 @@ public protocol Ledger: AnyObject, Sendable {
 
     /// Counters.
     func stats() -> LedgerStats
+
+    /// How acknowledged entries are made durable.
+    var durability: LedgerDurability { get }
 
     /// Why the ledger stopped acknowledging (storage failure), or nil while healthy.
     var failureReason: String? { get }

@@ -4,6 +4,22 @@ public import RaffleStorage
 public import RaffleWire
 import Synchronization
 
+/// Where and how the local ledger keeps its write-ahead log.
+public struct LocalLedgerConfiguration: Sendable, Hashable {
+    /// Data directory for the log's segments. Default `./raffle-data`.
+    public var directory: String
+    /// `.fsync` (default): acknowledge only what is on disk. `.none`: experiments only.
+    public var durability: Durability
+    /// Segment size. Default 64 MiB.
+    public var segmentBytes: Int
+
+    public init(directory: String = "./raffle-data", durability: Durability = .fsync, segmentBytes: Int = 64 << 20) {
+        self.directory = directory
+        self.durability = durability
+        self.segmentBytes = segmentBytes
+    }
+}
+
 /// A ledger kept in memory and made durable by a local write-ahead log (one node).
 ///
 /// All state sits behind one mutex taken **once per batch** (not per entry): validate, dedupe, and
@@ -87,6 +103,12 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         self.log = log
         self.replay = report
         if startLog { log.start() }
+    }
+
+    /// Opens (or creates) the ledger `configuration` describes; see `init(directory:durability:segmentBytes:startLog:)`.
+    public convenience init(_ configuration: LocalLedgerConfiguration, startLog: Bool = true) throws {
+        try self.init(
+            directory: configuration.directory, durability: configuration.durability, segmentBytes: configuration.segmentBytes, startLog: startLog)
     }
 
     private static func apply(_ kind: RecordKind, _ r: inout RecordReader, to s: inout State) throws {
@@ -299,6 +321,8 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
     }
 
     public var failureReason: String? { log.failure?.message }
+
+    public var durability: LedgerDurability { log.durability == .fsync ? .fsync : .none }
 
     @discardableResult
     public func shutdown() -> String? { log.stop().map { "\($0)" } }

@@ -126,6 +126,8 @@ public final class PostgresLedger: Ledger, Sendable {
 
     public var failureReason: String? { state.withLock { $0.unreachable } }
 
+    public var durability: LedgerDurability { .postgresql }
+
     public func stats() -> LedgerStats {
         state.withLock { s in
             let knownBytes = s.raffles.values.reduce(0) { $0 + $1.known.memoryBytes }

@@ -63,7 +63,7 @@ struct AdminAPI: Sendable {
     let ledger: any Ledger
     let admission: AdmissionController
     let metrics: ServerMetrics
-    let durability: Durability
+    let durability: LedgerDurability
     let now: @Sendable () -> Int64
     /// The admin keys.
     let keys: AdminKeys

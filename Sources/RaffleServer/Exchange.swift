@@ -1,6 +1,6 @@
 import Foundation
 import RaffleAdmission
-import RaffleStorage
+import RaffleLedger
 import RaffleWire
 
 // One request and its response, as HTTP/2 streams and HTTP/1.1 exchanges both run them: the body's
@@ -124,9 +124,9 @@ extension StreamState {
     }
 
     /// The response header fields besides the status and content type: `retry-after` and the IETF
-    /// RateLimit pair on a throttled answer, `www-authenticate` on a 401, `raffled-durability` when
+    /// RateLimit pair on a throttled answer, `retry-after: 1` on an UNAVAILABLE one, `www-authenticate` on a 401, `raffled-durability` when
     /// acknowledgements are not durable.
-    func extraResponseFields(durability: Durability, _ add: (StaticString, String) -> Void) {
+    func extraResponseFields(durability: LedgerDurability, _ add: (StaticString, String) -> Void) {
         if let ms = retryAfterMilliseconds {
             let seconds = Int((UInt64(ms) + 999) / 1_000)
             add("retry-after", String(seconds))
@@ -137,6 +137,8 @@ extension StreamState {
                 add("ratelimit", "\"\(policy.name)\";r=\(policy.remaining);t=\(seconds)")
             }
         }
+        // UNAVAILABLE (storage failed, a shared database unreachable): a floor for the client's backoff.
+        if status == 503 && retryAfterMilliseconds == nil && bodyKind == .frames { add("retry-after", "1") }
         if status == 401 { add("www-authenticate", "Bearer realm=\"raffled-admin\"") }
         if durability == .none && bodyKind == .frames { add("raffled-durability", "none") }
     }

@@ -500,7 +500,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         headers.removeAll()
         headers.add(":status", integer: streams[i].status)
         headers.add("content-type", streams[i].bodyKind.contentType)
-        streams[i].extraResponseFields(durability: loop.configuration.durability) { headers.add($0, $1) }
+        streams[i].extraResponseFields(durability: loop.ledger.durability) { headers.add($0, $1) }
         do {
             try session.submitResponse(stream: streams[i].id, headers: headers, hasBody: true)
             streams[i].headersSubmitted = true

@@ -289,7 +289,7 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
         if exchange.finished && !exchange.hasUnreleased {
             headers.add(name: "content-length", value: String(exchange.replies.sendable))
         }
-        exchange.extraResponseFields(durability: loop.configuration.durability) { headers.add(name: "\($0)", value: $1) }
+        exchange.extraResponseFields(durability: loop.ledger.durability) { headers.add(name: "\($0)", value: $1) }
         if !keepAlive { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: exchange.status), headers: headers))), promise: nil)
         exchange.headersSubmitted = true

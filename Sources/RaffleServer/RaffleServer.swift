@@ -76,20 +76,21 @@ public final class RaffleServer: Sendable {
     /// The port the UDP sockets are bound to (nil: UDP is off).
     public var udpPort: Int? { udpChannels.first?.localAddress?.port }
 
-    /// Opens the ledger (replaying the log), starts the event loops and binds the listeners.
+    /// Opens the local ledger (replaying its log), starts the event loops and binds the listeners.
     /// - Throws: `LogCorruption` / `LogFailure` from the log, `TLSSetupError` for unusable TLS
     ///   files, or a bind error.
-    public static func start(configuration: ServerConfiguration, logger: Logger) async throws -> RaffleServer {
+    public static func start(
+        configuration: ServerConfiguration, local: LocalLedgerConfiguration = LocalLedgerConfiguration(), logger: Logger
+    ) async throws -> RaffleServer {
         // TLS files are read before the ledger replays its log, so a bad certificate fails fast.
         let tls = try configuration.tls.map { try TLSContextHolder(files: $0) }
-        let ledger = try LocalLedger(
-            directory: configuration.dataDirectory, durability: configuration.durability, segmentBytes: configuration.segmentBytes)
+        let ledger = try LocalLedger(local)
         let replay = ledger.replay
         logger.info(
             "ledger ready",
             metadata: [
-                "data": "\(configuration.dataDirectory)", "records": "\(replay.records)", "segments": "\(replay.segments)",
-                "durability": "\(configuration.durability.rawValue)",
+                "data": "\(local.directory)", "records": "\(replay.records)", "segments": "\(replay.segments)",
+                "durability": "\(local.durability.rawValue)",
             ])
         if let tail = replay.truncatedTail {
             logger.warning("cut a torn tail off the log", metadata: ["file": "\(tail.file)", "offset": "\(tail.offset)", "bytes": "\(tail.bytes)"])
@@ -97,9 +98,8 @@ public final class RaffleServer: Sendable {
         return try await start(configuration: configuration, ledger: ledger, tls: tls, logger: logger)
     }
 
-    /// Starts the server on `ledger` (any `Ledger`: the local one, or another backend); the data
-    /// directory, durability and segment settings of `configuration` are then the ledger's business.
-    /// The server stops the ledger when it shuts down, or when it fails to start.
+    /// Starts the server on `ledger` (any `Ledger`: the local one, or another backend such as
+    /// `PostgresLedger`); how entries are stored is the ledger's business. The server stops the ledger when it shuts down, or when it fails to start.
     public static func start(configuration: ServerConfiguration, ledger: any Ledger, logger: Logger) async throws -> RaffleServer {
         let tls: TLSContextHolder?
         do { tls = try configuration.tls.map { try TLSContextHolder(files: $0) } } catch {
@@ -115,7 +115,7 @@ public final class RaffleServer: Sendable {
     {
         let loops = max(configuration.eventLoops, 1)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
-        let metrics = ServerMetrics(durability: configuration.durability.rawValue)
+        let metrics = ServerMetrics(durability: ledger.durability.rawValue)
         let admission = AdmissionController(configuration.admission)
         let slotsPerLoop = max(configuration.ingestBufferBytes / configuration.ingestSlotBytes / loops, 1)
         var contexts: [NIOLoopBound<LoopContext>] = []
@@ -147,7 +147,7 @@ public final class RaffleServer: Sendable {
         }
         let state = ServerState()
         var admin = AdminAPI(
-            ledger: ledger, admission: admission, metrics: metrics, durability: configuration.durability, now: { wallClockMilliseconds() },
+            ledger: ledger, admission: admission, metrics: metrics, durability: ledger.durability, now: { wallClockMilliseconds() },
             keys: configuration.adminKeys, state: state)
         let separateAdmin = configuration.adminPort != nil
         admin.servesAdmin = !separateAdmin

@@ -19,14 +19,8 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// Largest UDP request accepted, bytes; larger ones get `FRAME_TOO_LARGE`. Default 1,200 (never
     /// fragmented on the Internet's common paths).
     public var udpMaxDatagramBytes = 1_200
-    /// Data directory for the write-ahead log. Default `./raffle-data`.
-    public var dataDirectory = "./raffle-data"
-    /// Durability of acknowledgements. Default `.fsync`.
-    public var durability = Durability.fsync
     /// Event loops (threads); default one per core.
     public var eventLoops = System.coreCount
-    /// Write-ahead-log segment size. Default 64 MiB.
-    public var segmentBytes = 64 << 20
     /// Frame limits on the entry path. Default `FrameLimits.default` (65,552 B, 4,096 entries).
     public var frameLimits = FrameLimits.default
     /// Memory preallocated at start-up for request bodies that arrive in pieces, shared by the

@@ -8,6 +8,7 @@ import Logging
 import Foundation
 import RaffleAdmission
 import RaffleCore
+import RaffleLedger
 import RafflePostgres
 import RaffleServer
 import RaffleStorage
@@ -144,12 +145,10 @@ struct Serve: AsyncParsableCommand {
         config.tcpPort = tcpPort
         config.udpPort = udpPort
         config.udpMaxDatagramBytes = udpMaxDatagram
-        config.dataDirectory = data
         if let loops { config.eventLoops = loops }
-        config.durability = durability == .fsync ? .fsync : .none
         config.frameLimits = .init(maxPayloadBytes: 16 + 16 * maxEntries, maxEntriesPerBatch: maxEntries)
         config.ingestBufferBytes = ingestBufferMb << 20
-        config.segmentBytes = segmentMb << 20
+        let local = LocalLedgerConfiguration(directory: data, durability: durability == .fsync ? .fsync : .none, segmentBytes: segmentMb << 20)
         config.http2.maxConcurrentStreams = maxStreams
         config.idleTimeoutMilliseconds = Int64(idleTimeout) * 1_000
         config.adminPort = adminPort
@@ -185,7 +184,7 @@ struct Serve: AsyncParsableCommand {
         let server: RaffleServer
         do {
             if ledger == "local" {
-                server = try await RaffleServer.start(configuration: config, logger: logger)
+                server = try await RaffleServer.start(configuration: config, local: local, logger: logger)
             } else {
                 let shared = try await PostgresLedger.connect(try PostgresLedgerConfiguration(url: ledger), logger: logger)
                 server = try await RaffleServer.start(configuration: config, ledger: shared, logger: logger)
@@ -196,14 +195,14 @@ struct Serve: AsyncParsableCommand {
         }
         let ledgerTarget = (try? PostgresLedgerConfiguration(url: ledger))?.target ?? ledger
         let hostForURL = host.contains(":") ? "[\(host)]" : host
-        let durabilityNote = config.durability == .none ? " — EXPERIMENTS ONLY: acknowledged entries may be lost" : ""
+        let durabilityNote = local.durability == .none ? " — EXPERIMENTS ONLY: acknowledged entries may be lost" : ""
         let scheme = server.usesTLS ? "https" : "http"
         let protocols = server.usesTLS ? "TLS, ALPN h2 and http/1.1" : "HTTP/2 and HTTP/1.1"
         let adminHostForURL = (adminHost ?? host).contains(":") ? "[\(adminHost ?? host)]" : (adminHost ?? host)
         let lines = [
             "raffled listening on \(scheme)://\(hostForURL):\(server.port) (\(protocols)), "
                 + (ledger == "local"
-                    ? "data in \(data), durability \(config.durability.rawValue)\(durabilityNote)"
+                    ? "data in \(data), durability \(local.durability.rawValue)\(durabilityNote)"
                     : "ledger in PostgreSQL (\(ledgerTarget))"),
             "frames also on raw TCP\(server.usesTLS ? " over TLS" : "") \(server.tcpPort.map { "port \($0)" } ?? "(off)") and UDP \(server.udpPort.map { "port \($0)" } ?? "(off)")",
             server.adminPort.map { "admin API and /metrics on http://\(adminHostForURL):\($0); \(adminNote)" } ?? adminNote,

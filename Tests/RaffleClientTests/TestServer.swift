@@ -1,4 +1,5 @@
 import Logging
+import RaffleLedger
 import RaffleServer
 import RaffleTestSupport
 
@@ -10,13 +11,12 @@ enum TestServer {
     ) async throws -> (RaffleServer, TempDir) {
         var config = ServerConfiguration()
         config.port = port
-        config.dataDirectory = dir.path
         config.eventLoops = 1
         config.ingestBufferBytes = 1 << 20
         config.adminKeys = AdminKeys([.init(name: "test", key: testAdminKey)])
         configure(&config)
         var logger = Logger(label: "client-test")
         logger.logLevel = .critical
-        return (try await RaffleServer.start(configuration: config, logger: logger), dir)
+        return (try await RaffleServer.start(configuration: config, local: LocalLedgerConfiguration(directory: dir.path), logger: logger), dir)
     }
 }

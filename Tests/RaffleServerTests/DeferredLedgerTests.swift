@@ -126,6 +126,7 @@ final class DeferredTestLedger: Ledger {
     }
 
     var failureReason: String? { nil }
+    var durability: LedgerDurability { .fsync }
 
     func shutdown() -> String? { nil }
 
@@ -172,6 +173,7 @@ struct DeferredLedgerTests {
         ledger.commit(failing: true)
         let refused = try await failing.value
         #expect(refused.status == 503)
+        #expect(refused.header("retry-after") == "1", "UNAVAILABLE carries a floor for the client's backoff")
         #expect(try decodeFrames(Array(buffer: refused.body)).first?.errorCode == .unavailable)
         #expect(ledger.hasEntry(userID: 4, raffle: raffle) == false)
         await client.close()

@@ -164,7 +164,7 @@ struct EntryPathTests {
     }
 
     @Test func durabilityNoneIsNamedInTheResponse() async throws {
-        let f = try await ServerFixture.start { $0.durability = .none }
+        let f = try await ServerFixture.start(durability: .none)
         let raffle = try await f.createRaffle()
         let (_, _, response) = try await f.post(batchFrame(raffle: raffle, users: [1], requestID: 1))
         #expect(response.header("raffled-durability") == "none")

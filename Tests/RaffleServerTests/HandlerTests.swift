@@ -25,7 +25,6 @@ struct HandlerTests {
 
         init(startLog: Bool = true, segmentBytes: Int = 64 << 20, _ configure: (inout ServerConfiguration) -> Void = { _ in }) throws {
             var config = ServerConfiguration()
-            config.dataDirectory = dir.path
             configure(&config)
             ledger = try LocalLedger(directory: dir.path, segmentBytes: segmentBytes, startLog: startLog)
             let metrics = ServerMetrics(durability: "fsync")

@@ -50,6 +50,8 @@ struct PostgresLedgerTests {
             // Node b never saw the raffle made on a: it learns it from PostgreSQL.
             let viaB = try JSONDecoder().decode(RaffleInfo.self, from: Data(try await cb.request(method: "GET", path: "/v1/raffles/\(raffle)").body.readableBytesView))
             #expect(viaB.id == raffle && viaB.state == .open)
+            let health = String(buffer: try await cb.request(method: "GET", path: "/healthz").body)
+            #expect(health.contains("\"durability\":\"postgresql\""), "\(health)")
 
             #expect(try await cb.postEntries(batchFrame(raffle: raffle, users: [42], requestID: 1)).first?.outcomes == [.accepted])
             #expect(try await ca.postEntries(batchFrame(raffle: raffle, users: [42], requestID: 2)).first?.outcomes == [.alreadyEntered])

@@ -4,6 +4,8 @@ import NIOCore
 import NIOPosix
 import RaffleCore
 import RaffleHTTP2
+import RaffleLedger
+import RaffleStorage
 import RaffleServer
 import RaffleTestSupport
 import RaffleWire
@@ -16,19 +18,21 @@ struct ServerFixture {
 
     static let group = MultiThreadedEventLoopGroup.singleton
 
-    static func start(_ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> ServerFixture {
+    static func start(
+        durability: Durability = .fsync, _ configure: (inout ServerConfiguration) -> Void = { _ in }
+    ) async throws -> ServerFixture {
         let dir = TempDir()
         var config = ServerConfiguration()
         config.host = "127.0.0.1"
         config.port = 0
-        config.dataDirectory = dir.path
         config.eventLoops = 2
         config.ingestBufferBytes = 4 << 20
         config.adminKeys = AdminKeys([.init(name: "test", key: testAdminKey)])
         configure(&config)
         var logger = Logger(label: "raffled-test")
         logger.logLevel = .warning
-        let server = try await RaffleServer.start(configuration: config, logger: logger)
+        let server = try await RaffleServer.start(
+            configuration: config, local: LocalLedgerConfiguration(directory: dir.path, durability: durability), logger: logger)
         let client = try await HTTP2Client.connect(host: "127.0.0.1", port: server.port, group: group)
         return ServerFixture(server: server, dir: dir, client: client)
     }

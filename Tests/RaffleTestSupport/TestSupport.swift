@@ -231,3 +231,12 @@ private func bindAndRelease(_ port: Int) throws -> Int {
     }
     return Int(UInt16(bigEndian: address.sin_port))
 }
+
+/// Runs blocking work (a socket read with a deadline, waiting for a process) on a thread of its own:
+/// the test tasks share a cooperative pool as wide as the machine has cores (2 here), and a server
+/// answer that runs in a task (an admin call on a ledger that may wait) must not queue behind it.
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: body()) }.start()
+    }
+}
