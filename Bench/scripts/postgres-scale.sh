@@ -6,7 +6,8 @@
 #     1 to 4 clients — the yardstick;
 #   - batched ingest (raffle-bench bulk, batches of 1,000) through 1, 2 and 3 raffled nodes sharing
 #     one port (--reuse-port) and one PostgreSQL, and the local ledger's figure beside them;
-#   - single-entry submissions at 10,000 users/s through one node on PostgreSQL: p50/p99.
+#   - single-entry submissions at 10,000 users/s through one node on PostgreSQL (raffle-bench drop:
+#     100,000 users arriving evenly within 10 s): p50/p99.
 # PostgreSQL runs as a private cluster (scripts/pg-cluster), fsync on, on this machine's 2 cores with
 # everything else: the figures are what one small box does, not a cluster's.
 # Usage: Bench/scripts/postgres-scale.sh   (env: ENTRIES (default 2,000,000), ROWS (pgbench rows per
@@ -91,7 +92,8 @@ done
 # --- single entries at 10,000 users/s through one node ---------------------------------------------
 "$raffled" "${common[@]}" --data "$tmp/single" >"$tmp/single.log" 2>&1 &
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-$bench single --target "127.0.0.1:$port" --admin-key "$key" --rate 10000 --seconds 10 --connections 64 \
+# The drop scenario: 100,000 users arriving evenly within 10 s, each one single-entry request.
+$bench drop --target "127.0.0.1:$port" --admin-key "$key" --users 100000 --within 10 --connections 64 \
   --json "$out/postgres-single.json" | tee "$out/postgres-single.txt"
 pkill -f -- "--data $tmp/single" || true
 
@@ -105,5 +107,5 @@ $bench bulk --raffled "$raffled" --server-arg=--global-rate=0 --server-arg=--ano
   echo "  PostgreSQL's own rate (pgbench, raffled's statement, $ROWS rows/transaction, best of 1/2/4 clients): $best rows/s"
   for r in "${results[@]}"; do echo "  bulk, $r"; done
   echo "  local ledger bulk: $(awk '/^rate/ {print $2}' "$out/local-bulk.txt") entries/s"
-  echo "  single entries at 10,000/s through one node: $(awk '/^latency/ {print}' "$out/postgres-single.txt" | head -1)"
+  echo "  single entries at 10,000 users/s through one node: $(grep -m1 '^latency p50' "$out/postgres-single.txt")"
 } | tee "$out/postgres-summary.txt"

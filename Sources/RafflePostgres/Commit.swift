@@ -70,14 +70,12 @@ extension PostgresLedger {
                 inserted.removeAll(keepingCapacity: true)
                 open.removeAll()
                 closedAt.removeAll()
-                for row in rows {
-                    let (kind, a, b) = try row.decode((Int32, Int64, Int64).self)
-                    switch kind {
-                    case 0: inserted.insert(Key(raffle: UInt64(bitPattern: a), user: UInt64(bitPattern: b)))
-                    case 1: open.insert(UInt64(bitPattern: a))
-                    default: closedAt[UInt64(bitPattern: a)] = b
-                    }
-                }
+                guard let row = rows.first else { throw LedgerError(.unavailable, "the group-commit statement returned no row") }
+                let (raffles, users, opened, existing, closed) = try row.decode(([Int64], [Int64], [Int64], [Int64], [Int64]).self)
+                inserted.reserveCapacity(users.count)
+                for (r, u) in zip(raffles, users) { inserted.insert(Key(raffle: UInt64(bitPattern: r), user: UInt64(bitPattern: u))) }
+                for r in opened { open.insert(UInt64(bitPattern: r)) }
+                for (r, c) in zip(existing, closed) { closedAt[UInt64(bitPattern: r)] = c }
                 break
             } catch where attempt < 4 && Self.isTransient(error) {
                 // A deadlock or serialization failure rolled the whole statement back: run it again.

@@ -7,7 +7,7 @@ public struct PostgresLedgerConfiguration: Sendable {
     public var client: PostgresClient.Configuration
     /// Group-commit rounds (statements) in flight at once on this node. The next round starts when
     /// one returns, with every batch that arrived meanwhile; no timer.
-    public var roundsInFlight = 3
+    public var roundsInFlight = 4
     /// Entries admitted and not yet decided by PostgreSQL past which new batches are answered
     /// `unavailable` (the server's backpressure answers `server_busy` well before this).
     public var maxPendingEntries = 262_144

@@ -68,11 +68,12 @@ enum Schema {
     }
 
     /// One group-commit round: the entries as three arrays ($1 raffles, $2 users, $3 tickets), the
-    /// raffles they name ($4) and the time ($5, ms). Rows out: (0, raffle, user) per entry this
-    /// statement inserted; (1, raffle, 0) per raffle that was open and is locked `FOR SHARE` until
-    /// commit (so a close waits for this round, and no entry commits after a close); (2, raffle,
-    /// closed_at or -1) per raffle that exists. Inserts go in (raffle, user) order so two nodes'
-    /// rounds lock keys in the same order (no deadlock between them).
+    /// raffles they name ($4) and the time ($5, ms). One row out, five arrays (decoding a few arrays
+    /// costs far less than a row per entry): the raffle and user of each entry this statement
+    /// inserted; the raffles that were open, locked `FOR SHARE` until commit (so a close waits for
+    /// this round, and no entry commits after a close); every named raffle that exists, with its
+    /// `closed_at` (-1: open). Inserts go in (raffle, user) order so two nodes' rounds lock keys in
+    /// the same order (no deadlock between them).
     static let commitRound = """
         WITH req(r, u, t) AS (SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[])),
         open AS (
@@ -83,10 +84,14 @@ enum Schema {
             INSERT INTO raffled.entries (raffle_id, user_id, tickets)
             SELECT r, u, t FROM req WHERE r IN (SELECT id FROM open) ORDER BY r, u
             ON CONFLICT DO NOTHING
-            RETURNING raffle_id, user_id)
-        SELECT 0, raffle_id, user_id FROM ins
-        UNION ALL SELECT 1, id, 0::int8 FROM open
-        UNION ALL SELECT 2, id, coalesce(closed_at, -1) FROM raffled.raffles WHERE id = ANY($4::int8[])
+            RETURNING raffle_id, user_id),
+        known AS (SELECT id, coalesce(closed_at, -1) AS closed FROM raffled.raffles WHERE id = ANY($4::int8[]))
+        SELECT
+            (SELECT coalesce(array_agg(raffle_id), '{}') FROM ins),
+            (SELECT coalesce(array_agg(user_id), '{}') FROM ins),
+            (SELECT coalesce(array_agg(id), '{}') FROM open),
+            (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM known),
+            (SELECT coalesce(array_agg(closed ORDER BY id), '{}') FROM known)
         """
 
     static let raffleColumns = "id, title, opens_at, closes_at, winners, max_tickets, seed, closed_at"
