@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 import RaffleAdmission
 public import RaffleLedger
+public import ServiceLifecycle
 import Synchronization
 
 /// A running raffled server: the HTTP/2 listener, its event loops, and the ledger.
@@ -11,9 +12,13 @@ import Synchronization
 /// ```swift
 /// let server = try await RaffleServer.start(configuration: config, logger: logger)
 /// print(server.localAddress)          // where it listens
-/// await server.shutdown()             // graceful: GOAWAY, answer in-flight, fsync, stop
+/// try await server.run()              // serve until graceful shutdown or cancellation, then stop
+/// // or, without run(): await server.shutdown()   // graceful: GOAWAY, answer in-flight, fsync, stop
 /// ```
-public final class RaffleServer: Sendable {
+///
+/// It is a swift-service-lifecycle `Service`: put it in a `ServiceGroup` (see `RaffleService` for
+/// a readiness callback).
+public final class RaffleServer: Service, Sendable {
     /// The configuration it runs with.
     public let configuration: ServerConfiguration
     /// The ledger (the local write-ahead log unless another was given to `start`).
@@ -247,9 +252,24 @@ public final class RaffleServer: Sendable {
             udpChannels: udpChannels, contexts: contexts, tls: tls, state: state, logger: logger)
     }
 
+    /// Serves until graceful shutdown (a ServiceLifecycle `ServiceGroup`: SIGTERM/SIGINT in raffled),
+    /// `requestStop()`, or the cancellation of the calling task — closing due raffles in a task of its
+    /// own meanwhile — then shuts down gracefully (`shutdown()`) and returns. The listeners are bound
+    /// by `start`, so their ports are known before this runs.
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.closeDueRaffles() }
+            }
+        } onGracefulShutdown: {
+            self.requestStop()
+        }
+        await shutdown()
+    }
+
     /// Closes raffles whose closing time has passed, once a second, until `requestStop()`,
     /// `shutdown()` or the task's cancellation.
-    public func run() async {
+    private func closeDueRaffles() async {
         var ticks = 0
         while !stopRequested.load(ordering: .acquiring) && !stopped.withLock({ $0 }) {
             // A cancelled sleep ends the loop (swallowing the error would spin at full CPU).
@@ -262,7 +282,7 @@ public final class RaffleServer: Sendable {
         }
     }
 
-    /// Makes `run()` return soon (the caller then calls `shutdown()`).
+    /// Makes `run()` shut down and return soon.
     public func requestStop() { stopRequested.store(true, ordering: .releasing) }
 
     /// Graceful shutdown: stop accepting, send GOAWAY, let in-flight requests finish and be

@@ -1,8 +1,8 @@
 public import ServiceLifecycle
 
-/// The server as a swift-service-lifecycle `Service`: `run()` keeps it serving (and closing due
-/// raffles) until graceful shutdown (SIGTERM/SIGINT in `raffled`), then stops accepting, finishes
-/// in-flight requests, fsyncs the log and returns.
+/// The server as a swift-service-lifecycle `Service` with a readiness callback: `run()` calls
+/// `onRunning`, then runs the server (`RaffleServer.run()`: serving and closing due raffles until
+/// graceful shutdown or cancellation, then a graceful stop).
 public struct RaffleService: Service {
     let server: RaffleServer
     let onRunning: @Sendable () -> Void
@@ -16,11 +16,6 @@ public struct RaffleService: Service {
 
     public func run() async throws {
         onRunning()
-        await withGracefulShutdownHandler {
-            await server.run()
-        } onGracefulShutdown: {
-            server.requestStop()
-        }
-        await server.shutdown()
+        try await server.run()
     }
 }
