@@ -34,7 +34,7 @@ let package = Package(
         .library(name: "RaffleWire", targets: ["RaffleWire"]),
         .library(name: "RaffleWireNIO", targets: ["RaffleWireNIO"]),
         .library(name: "RaffleServer", targets: ["RaffleServer"]),
-        .library(name: "RaffleHTTP2", targets: ["RaffleHTTP2"]),
+        .library(name: "RaffleHTTP2", targets: ["RaffleHTTP2", "RaffleHTTP2Client"]),
         .library(name: "RaffleAdmission", targets: ["RaffleAdmission"]),
         .library(name: "RaffleCore", targets: ["RaffleCore"]),
         .library(name: "RaffleLedger", targets: ["RaffleLedger", "RaffleStorage"]),
@@ -120,14 +120,23 @@ let package = Package(
             dependencies: ["RaffleWire", "RaffleCore", "RaffleStorage", "CRafflePrefetch"],
             swiftSettings: hotPath
         ),
-        // The HTTP/2 glue over libnghttp2, shared by the server and the client. Reached by the
-        // RaffleClientNIO product, so no unsafe flags; the server's per-stream code (RaffleServer) keeps them.
+        // The HTTP/2 glue over libnghttp2 (a session driven through memory; every unsafe nghttp2 call is
+        // in its two files), shared by the server and the client. Reached by the RaffleClientNIO
+        // product, so no unsafe flags; the server's per-stream code (RaffleServer) keeps them.
         .target(
             name: "RaffleHTTP2",
+            dependencies: ["CNGHTTP2", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // A small HTTP/2 client on the glue (TLS optional): the client library's HTTP/2 transport,
+        // the tests and the bench use it.
+        .target(
+            name: "RaffleHTTP2Client",
             dependencies: [
-                "CNGHTTP2",
+                "RaffleHTTP2",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: strict
@@ -136,7 +145,7 @@ let package = Package(
         .target(
             name: "RaffleServer",
             dependencies: [
-                "RaffleWire", "RaffleWireNIO", "RaffleHTTP2", "RaffleCore", "RaffleLedger", "RaffleStorage", "RaffleAdmission",
+                "RaffleWire", "RaffleWireNIO", "RaffleHTTP2", "RaffleCore", "RaffleLedger", "RaffleAdmission",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -182,7 +191,7 @@ let package = Package(
         .target(
             name: "RaffleClientHTTP2",
             dependencies: [
-                "RaffleClient", "RaffleHTTP2", "RaffleWire",
+                "RaffleClient", "RaffleHTTP2Client", "RaffleWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -231,7 +240,7 @@ let package = Package(
         .testTarget(
             name: "RaffleServerTests",
             dependencies: [
-                "RaffleServer", "RaffleHTTP2", "RaffleWire", "RaffleWireNIO", "RaffleCore", "RaffleLedger", "RaffleStorage",
+                "RaffleServer", "RaffleHTTP2", "RaffleHTTP2Client", "RaffleWire", "RaffleWireNIO", "RaffleCore", "RaffleLedger", "RaffleStorage",
                 "RaffleAdmission", "RaffleTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,8 +1,7 @@
 import Foundation
 import RaffleAdmission
-public import RaffleCore
+import RaffleCore
 import RaffleLedger
-import RaffleStorage
 
 /// A response of the JSON admin and read API.
 struct AdminResponse {

@@ -1,6 +1,5 @@
 public import RaffleAdmission
 public import RaffleHTTP2
-public import RaffleStorage
 public import RaffleWire
 
 /// Everything a raffled server is configured with. Every field has a documented default; the

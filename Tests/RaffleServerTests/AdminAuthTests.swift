@@ -5,6 +5,7 @@ import RaffleCore
 import RaffleLedger
 import RaffleStorage
 import RaffleHTTP2
+import RaffleHTTP2Client
 @testable import RaffleServer
 import RaffleTestSupport
 import RaffleWire

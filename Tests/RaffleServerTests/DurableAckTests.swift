@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import RaffleCore
 import RaffleHTTP2
+import RaffleHTTP2Client
 import RaffleLedger
 import RaffleServer
 import RaffleTestSupport

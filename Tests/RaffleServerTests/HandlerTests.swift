@@ -4,6 +4,7 @@ import NIOCore
 import NIOEmbedded
 import RaffleAdmission
 @testable import RaffleHTTP2
+@testable import RaffleHTTP2Client
 import RaffleLedger
 import RaffleCore
 @testable import RaffleServer

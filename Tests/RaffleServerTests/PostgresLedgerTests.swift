@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import RaffleCore
 import RaffleHTTP2
+import RaffleHTTP2Client
 import RaffleTestSupport
 import RaffleWire
 import Synchronization

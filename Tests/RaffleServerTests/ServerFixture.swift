@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import RaffleCore
 import RaffleHTTP2
+import RaffleHTTP2Client
 import RaffleLedger
 import RaffleStorage
 import RaffleServer

@@ -1,6 +1,7 @@
 import Foundation
 import NIOSSL
 import RaffleHTTP2
+import RaffleHTTP2Client
 import RaffleTestSupport
 import Testing
 

@@ -9,6 +9,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import RaffleHTTP2
+import RaffleHTTP2Client
 import RaffleWire
 import Synchronization
 

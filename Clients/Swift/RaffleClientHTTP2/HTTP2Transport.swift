@@ -2,7 +2,7 @@ public import NIOCore
 import NIOPosix
 public import NIOSSL
 public import RaffleClient
-import RaffleHTTP2
+import RaffleHTTP2Client
 import RaffleWire
 import Synchronization
 

@@ -3,6 +3,7 @@ public import NIOCore
 import NIOPosix
 public import NIOSSL
 import NIOTLS
+import RaffleHTTP2
 
 /// A response read by `HTTP2Client`.
 public struct HTTP2Response: Sendable {
