@@ -22,13 +22,9 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     private let logger: Logger
     private var session: HTTP2Session?
     private var context: ChannelHandlerContext?
-    private var streams: [StreamState] = []
-    private var freeStreamSlots: [Int] = []
-    private var slotOfStream: [Int32: Int] = [:]
-    private var lastStream: (id: Int32, slot: Int) = (0, -1)
+    private var table = StreamTable()
     private var pendingSlots: [Int] = []
     private var headers = HeaderBlock()
-    private var openStreams = 0
 
     private var bytesIn = 0
     private var handshakeDone = false
@@ -99,7 +95,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         session?.close()
         session = nil
         guard lifetime.end(self, loop: loop) else { return }
-        for i in streams.indices where streams[i].active { releaseStream(i) }
+        for i in table.openSlots { releaseStream(i) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -169,7 +165,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
                 }
             }
         }
-        if wantsClose || !session.isAlive || (draining && openStreams == 0) { closeNow() }
+        if wantsClose || !session.isAlive || (draining && table.openCount == 0) { closeNow() }
     }
 
     /// Asks for the connection to close once pending output is written. Never tears down inside
@@ -194,7 +190,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         if !handshakeDone && now - lastActivityNanos > handshakeNanos {
             logger.debug("closing connection: HTTP/2 handshake not completed in time")
             close()
-        } else if openStreams == 0 && now - lastActivityNanos > idleNanos {
+        } else if table.openCount == 0 && now - lastActivityNanos > idleNanos {
             session.goAway(errorCode: HTTP2Session.noError)
             draining = true
             flushOutput()
@@ -224,26 +220,16 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     // MARK: - Stream table
 
     @inline(__always)
-    private func slot(of stream: Int32) -> Int? {
-        if lastStream.id == stream && lastStream.slot >= 0 { return lastStream.slot }
-        guard let i = slotOfStream[stream] else { return nil }
-        lastStream = (stream, i)
-        return i
-    }
+    private func slot(of stream: Int32) -> Int? { table.slot(of: stream) }
 
     private func releaseStream(_ i: Int) {
-        let id = streams[i].id
-        streams[i].partial.drop(loop)
-        if streams[i].unconsumed > 0 {
-            session?.consume(stream: id, count: streams[i].unconsumed)
-            streams[i].unconsumed = 0
+        let id = table.streams[i].id
+        table.streams[i].partial.drop(loop)
+        if table.streams[i].unconsumed > 0 {
+            session?.consume(stream: id, count: table.streams[i].unconsumed)
+            table.streams[i].unconsumed = 0
         }
-        streams[i].active = false
-        streams[i].replies.out.clear()
-        slotOfStream[id] = nil
-        if lastStream.id == id { lastStream = (0, -1) }
-        freeStreamSlots.append(i)
-        openStreams -= 1
+        table.close(i)
     }
 
     // MARK: - HTTP2SessionDelegate
@@ -251,85 +237,49 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     func beginHeaders(stream: Int32) -> HTTP2Session.CallbackResult {
         if let i = slot(of: stream) {
             // Trailers on an open stream: allowed, counted like headers.
-            streams[i].headerCount = 0
+            table.streams[i].headerCount = 0
             return .ok
         }
-        let i: Int
-        if let free = freeStreamSlots.popLast() {
-            i = free
-        } else {
-            streams.append(StreamState())
-            i = streams.count - 1
-        }
-        streams[i].reset(id: stream, now: nowNanos)
-        slotOfStream[stream] = i
-        lastStream = (stream, i)
-        openStreams += 1
+        _ = table.open(stream, now: nowNanos)
         loop.metrics.streams.increment()
         return .ok
     }
 
     func header(stream: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> HTTP2Session.CallbackResult {
         guard let i = slot(of: stream) else { return .ok }
-        streams[i].headerCount += 1
-        streams[i].headerBytes += name.count + value.count + 32
-        if streams[i].headerCount > loop.configuration.maxHeaderFields
-            || streams[i].headerBytes > Int(loop.configuration.http2.maxHeaderListSize)
-        {
-            glitch()
-            return .resetStream
-        }
-        guard streams[i].route == .pending else { return .ok }
-        if equal(name, ":method") {
-            streams[i].isPost = equal(value, "POST")
-            streams[i].isGet = equal(value, "GET") || equal(value, "HEAD")
-        } else if equal(name, ":path") {
-            if equal(value, "/v1/entries") {
-                streams[i].pathIsEntries = true
-            } else {
-                streams[i].path = String(decoding: value, as: UTF8.self)
-            }
-        } else if equal(name, "authorization") {
-            if !streams[i].pathIsEntries {
-                // An admin call's credentials (pseudo-headers come first, so the path is known).
-                streams[i].authorization.append(contentsOf: value)
-                return .ok
-            }
+        let verdict = table.streams[i].takeHeader(
+            name: name, value: value, maxFields: loop.configuration.maxHeaderFields, maxBytes: Int(loop.configuration.http2.maxHeaderListSize)
+        ) { value in
             if !value.elementsEqual(lastAuthorization) {
                 lastAuthorization = Array(value)
                 lastClient = loop.admission.identify(authorization: value)
             }
-            streams[i].client = lastClient
-        } else if equal(name, "content-type") {
-            // The exact spelling is checked first (no allocation); any other is parsed.
-            streams[i].contentTypeOK = equal(value, "application/vnd.raffled.frames")
-                || startsWith(value, "application/vnd.raffled.frames;")
-                || isFramesContentType(String(decoding: value, as: UTF8.self))
+            return lastClient
+        }
+        guard verdict == .ok else {
+            glitch()
+            return .resetStream
         }
         return .ok
     }
 
     func headersComplete(stream: Int32, endStream: Bool) {
         guard let i = slot(of: stream) else { return }
-        if streams[i].route == .pending {
-            if streams[i].headerCount == 0 { glitch() }
-            if streams[i].pathIsEntries && !admin.servesEntries {
-                answerJSON(i, status: 404, AdminAPI.errorJSON("entries are not taken on the admin listener"))
-                streams[i].route = .discard
-            } else if streams[i].pathIsEntries {
-                if !streams[i].isPost {
-                    answerJSON(i, status: 405, AdminAPI.errorJSON("use POST for /v1/entries"))
-                    streams[i].route = .discard
-                } else if !streams[i].contentTypeOK {
-                    streams[i].route = .discard
-                    streams[i].addError(ProtocolError(code: .badContentType, message: "content-type must be \(Wire.contentType)"), loop: loop)
-                    streams[i].finished = true
-                    settle(i)
-                } else {
-                    streams[i].route = .entries
-                }
-            } else {
-                streams[i].route = .admin
+        if table.streams[i].route == .pending {
+            if table.streams[i].headerCount == 0 { glitch() }
+            switch table.streams[i].routing(servesEntries: admin.servesEntries) {
+            case .entries:
+                table.streams[i].route = .entries
+            case .admin:
+                table.streams[i].route = .admin
+            case .refuse(let status, let message):
+                answerJSON(i, status: status, AdminAPI.errorJSON(message))
+                table.streams[i].route = .discard
+            case .badContentType:
+                table.streams[i].route = .discard
+                table.streams[i].addError(ProtocolError(code: .badContentType, message: "content-type must be \(Wire.contentType)"), loop: loop)
+                table.streams[i].finished = true
+                settle(i)
             }
         }
         if endStream { requestEnded(i) }
@@ -337,14 +287,14 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
 
     func data(stream: Int32, bytes: UnsafeRawBufferPointer) -> HTTP2Session.CallbackResult {
         guard let i = slot(of: stream) else { return .ok }
-        switch streams[i].route {
-        case .entries where !streams[i].fatal:
+        switch table.streams[i].route {
+        case .entries where !table.streams[i].fatal:
             ingest(i, bytes)
         case .admin:
-            if streams[i].adminBody.count + bytes.count <= loop.configuration.maxAdminBodyBytes {
-                streams[i].adminBody.append(contentsOf: bytes)
+            if table.streams[i].adminBody.count + bytes.count <= loop.configuration.maxAdminBodyBytes {
+                table.streams[i].adminBody.append(contentsOf: bytes)
             } else {
-                streams[i].adminBodyTooLarge = true
+                table.streams[i].adminBodyTooLarge = true
             }
             session?.consume(stream: stream, count: bytes.count)
         default:
@@ -364,22 +314,22 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
             endOfBody = true
             return 0
         }
-        let available = streams[i].replies.sendable
+        let available = table.streams[i].replies.sendable
         if available > 0 {
             let n = min(available, buffer.count)
-            streams[i].replies.out.withUnsafeReadableBytes { src in
+            table.streams[i].replies.out.withUnsafeReadableBytes { src in
                 buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[0..<n]))
             }
-            streams[i].replies.out.moveReaderIndex(forwardBy: n)
-            streams[i].replies.compactIfSent()
-            if streams[i].isDrained { endOfBody = true }
+            table.streams[i].replies.out.moveReaderIndex(forwardBy: n)
+            table.streams[i].replies.compactIfSent()
+            if table.streams[i].isDrained { endOfBody = true }
             return n
         }
-        if streams[i].isDrained {
+        if table.streams[i].isDrained {
             endOfBody = true
             return 0
         }
-        streams[i].deferred = true
+        table.streams[i].deferred = true
         return nil
     }
 
@@ -387,7 +337,7 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         guard endStream, let i = slot(of: stream) else { return }
         // The response is complete. If the request body is still coming (a connection-level frame
         // error ended the stream early), reset it with NO_ERROR as PROTOCOL.md §11 says.
-        if !streams[i].requestEnded { session?.resetStream(stream, errorCode: HTTP2Session.noError) }
+        if !table.streams[i].requestEnded { session?.resetStream(stream, errorCode: HTTP2Session.noError) }
     }
 
     func invalidFrame(stream: Int32, type: UInt8) {
@@ -396,9 +346,9 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
 
     func streamClosed(stream: Int32, errorCode: UInt32) {
         guard let i = slot(of: stream) else { return }
-        if streams[i].waiting, let p = pendingSlots.firstIndex(of: i) { pendingSlots.remove(at: p) }
+        if table.streams[i].waiting, let p = pendingSlots.firstIndex(of: i) { pendingSlots.remove(at: p) }
         releaseStream(i)
-        if draining && openStreams == 0 { close() }  // deferred to the next flush when in a callback
+        if draining && table.openCount == 0 { close() }  // deferred to the next flush when in a callback
     }
 
     // MARK: - Entry path
@@ -406,41 +356,41 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     /// Decodes and admits whole frames from `bytes` (the shared exchange logic), then hands the
     /// bytes back to flow control unless replies are piling up.
     private func ingest(_ i: Int, _ bytes: UnsafeRawBufferPointer) {
-        let now = IngestContext(client: streams[i].client, nowNanos: nowNanos, wallMilliseconds: nowWallMilliseconds)
-        streams[i].ingest(bytes, loop: loop, at: now, anonymous: &anonymousBucket)
+        let now = IngestContext(client: table.streams[i].client, nowNanos: nowNanos, wallMilliseconds: nowWallMilliseconds)
+        table.streams[i].ingest(bytes, loop: loop, at: now, anonymous: &anonymousBucket)
         consume(i, bytes.count)
         settle(i)
     }
 
     /// Reopens the flow-control window unless replies are piling up waiting for the log.
     private func consume(_ i: Int, _ count: Int) {
-        streams[i].unconsumed += count
-        let pending = streams[i].replies.out.readableBytes
+        table.streams[i].unconsumed += count
+        let pending = table.streams[i].replies.out.readableBytes
         if pending <= loop.configuration.maxPendingReplyBytesPerStream {
-            session?.consume(stream: streams[i].id, count: streams[i].unconsumed)
-            streams[i].unconsumed = 0
+            session?.consume(stream: table.streams[i].id, count: table.streams[i].unconsumed)
+            table.streams[i].unconsumed = 0
         }
     }
 
     private func requestEnded(_ i: Int) {
-        guard !streams[i].requestEnded else { return }
-        streams[i].requestEnded = true
-        switch streams[i].route {
+        guard !table.streams[i].requestEnded else { return }
+        table.streams[i].requestEnded = true
+        switch table.streams[i].route {
         case .entries:
-            streams[i].entriesBodyEnded(loop)
+            table.streams[i].entriesBodyEnded(loop)
         case .admin:
-            if streams[i].adminBodyTooLarge {
-                streams[i].answer(AdminResponse(status: 413, json: AdminAPI.errorJSON("request body over \(loop.configuration.maxAdminBodyBytes) bytes")))
+            if table.streams[i].adminBodyTooLarge {
+                table.streams[i].answer(AdminResponse(status: 413, json: AdminAPI.errorJSON("request body over \(loop.configuration.maxAdminBodyBytes) bytes")))
             } else {
                 let answer = admin.handle(
-                    get: streams[i].isGet, post: streams[i].isPost, path: streams[i].path, body: streams[i].adminBody,
-                    authorization: streams[i].authorization)
+                    get: table.streams[i].isGet, post: table.streams[i].isPost, path: table.streams[i].path, body: table.streams[i].adminBody,
+                    authorization: table.streams[i].authorization)
                 switch answer {
                 case .now(let response):
-                    streams[i].answer(response)
+                    table.streams[i].answer(response)
                 case .later(let work):
                     // The stream stays open, unfinished, until the ledger has answered.
-                    let id = streams[i].id
+                    let id = table.streams[i].id
                     let connection = NIOLoopBound(self, eventLoop: loop.eventLoop)
                     loop.eventLoop.makeFutureWithTask(work).whenSuccess { connection.value.adminAnswered(stream: id, $0) }
                     return
@@ -449,22 +399,22 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
         case .pending, .discard:
             break
         }
-        streams[i].finished = true
+        table.streams[i].finished = true
         settle(i)
     }
 
     /// A ledger-backed admin answer arrived (on the loop): send it unless the stream is gone.
     private func adminAnswered(stream id: Int32, _ response: AdminResponse) {
-        guard session != nil, let i = slot(of: id), streams[i].active, !streams[i].finished else { return }
-        streams[i].answer(response)
-        streams[i].finished = true
+        guard session != nil, let i = slot(of: id), table.streams[i].active, !table.streams[i].finished else { return }
+        table.streams[i].answer(response)
+        table.streams[i].finished = true
         settle(i)
         flushOutput()
     }
 
     private func answerJSON(_ i: Int, status: Int, _ body: [UInt8]) {
-        streams[i].answer(AdminResponse(status: status, json: body))
-        streams[i].finished = true
+        table.streams[i].answer(AdminResponse(status: status, json: body))
+        table.streams[i].finished = true
         settle(i)
     }
 
@@ -473,24 +423,24 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     /// Releases what is durable on stream `i`; registers to be woken if something is not yet.
     private func settle(_ i: Int) {
         release(i)
-        if streams[i].hasUnreleased && !streams[i].waiting {
-            streams[i].waiting = true
+        if table.streams[i].hasUnreleased && !table.streams[i].waiting {
+            table.streams[i].waiting = true
             pendingSlots.append(i)
             loop.wait(self)
         }
     }
 
     private func release(_ i: Int) {
-        let progressed = streams[i].advance(loop) { inSession ? nowNanos : monotonicNanoseconds() }
-        if (progressed || streams[i].isDrained) {
-            if !streams[i].headersSubmitted {
+        let progressed = table.streams[i].advance(loop) { inSession ? nowNanos : monotonicNanoseconds() }
+        if (progressed || table.streams[i].isDrained) {
+            if !table.streams[i].headersSubmitted {
                 submitHeaders(i)
-            } else if streams[i].deferred {
-                streams[i].deferred = false
-                session?.resumeData(stream: streams[i].id)
+            } else if table.streams[i].deferred {
+                table.streams[i].deferred = false
+                session?.resumeData(stream: table.streams[i].id)
             }
         }
-        if progressed && streams[i].unconsumed > 0 {
+        if progressed && table.streams[i].unconsumed > 0 {
             consume(i, 0)
         }
     }
@@ -498,14 +448,14 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     private func submitHeaders(_ i: Int) {
         guard let session else { return }
         headers.removeAll()
-        headers.add(":status", integer: streams[i].status)
-        headers.add("content-type", streams[i].bodyKind.contentType)
-        streams[i].extraResponseFields(durability: loop.ledger.durability) { headers.add($0, $1) }
+        headers.add(":status", integer: table.streams[i].status)
+        headers.add("content-type", table.streams[i].bodyKind.contentType)
+        table.streams[i].extraResponseFields(durability: loop.ledger.durability) { headers.add($0, $1) }
         do {
-            try session.submitResponse(stream: streams[i].id, headers: headers, hasBody: true)
-            streams[i].headersSubmitted = true
+            try session.submitResponse(stream: table.streams[i].id, headers: headers, hasBody: true)
+            table.streams[i].headersSubmitted = true
         } catch {
-            logger.debug("cannot submit a response on stream \(streams[i].id): \(error)")
+            logger.debug("cannot submit a response on stream \(table.streams[i].id): \(error)")
         }
     }
 
@@ -513,30 +463,12 @@ final class H2ServerConnection: ChannelInboundHandler, HTTP2SessionDelegate, Loo
     func durabilityAdvanced() {
         guard session != nil else { return }
         var still: [Int] = []
-        for i in pendingSlots where streams[i].active {
+        for i in pendingSlots where table.streams[i].active {
             release(i)
-            if streams[i].hasUnreleased { still.append(i) } else { streams[i].waiting = false }
+            if table.streams[i].hasUnreleased { still.append(i) } else { table.streams[i].waiting = false }
         }
         pendingSlots = still
         if !still.isEmpty { loop.wait(self) }
         flushOutput()
     }
 }
-
-@inline(__always)
-private func equal(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
-    guard bytes.count == literal.utf8CodeUnitCount, let base = bytes.baseAddress else { return bytes.isEmpty && literal.utf8CodeUnitCount == 0 }
-    return memcmp(base, literal.utf8Start, bytes.count) == 0
-}
-
-@inline(__always)
-private func startsWith(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
-    guard bytes.count >= literal.utf8CodeUnitCount, let base = bytes.baseAddress else { return false }
-    return memcmp(base, literal.utf8Start, literal.utf8CodeUnitCount) == 0
-}
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
