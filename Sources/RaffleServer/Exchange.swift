@@ -83,16 +83,16 @@ extension StreamState {
         partial.drop(loop)
     }
 
-    /// The request body of an entries request ended: a frame cut short, or no frame at all, is
-    /// answered TRUNCATED_FRAME.
-    mutating func entriesBodyEnded(_ loop: LoopContext) {
+    /// The request body of an entries request (or a raw-TCP connection's input: `source`) ended: a
+    /// frame cut short is answered TRUNCATED_FRAME, and so is no frame at all when `emptyIsError`.
+    mutating func entriesBodyEnded(_ loop: LoopContext, source: String = "request body", emptyIsError: Bool = true) {
         if !finished {
             if partial.fill > 0 {
                 addError(
                     ProtocolError(
-                        code: .truncatedFrame, message: "request body ended inside a frame (\(partial.fill) bytes of it)",
+                        code: .truncatedFrame, message: "\(source) ended inside a frame (\(partial.fill) bytes of it)",
                         requestID: partial.requestID(loop)), loop: loop)
-            } else if framesSeen == 0 {
+            } else if framesSeen == 0 && emptyIsError {
                 addError(ProtocolError(code: .truncatedFrame, message: "request body is empty: send one or more frames"), loop: loop)
             }
         }

@@ -84,7 +84,9 @@ extension StreamState {
             if pathIsEntries {
                 client = entriesAuthorization(value)
             } else {
-                // An admin call's credentials (pseudo-headers come first, so the path is known).
+                // An admin call's credentials (pseudo-headers come first, so the path is known). A
+                // second field is joined with a comma (RFC 9110 §5.3), so it matches no key: 403.
+                if !authorization.isEmpty { authorization.append(contentsOf: [0x2C, 0x20]) }
                 authorization.append(contentsOf: value)
             }
         } else if equal(name, "content-type") {

@@ -18,12 +18,11 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
     private let loop: LoopContext
     private let logger: Logger
     private var context: ChannelHandlerContext?
-    private var replies = ReplyQueue()
-    private var partial = PartialFrame()
+    /// The connection's ingest session: reply queue, partial frame, and `finished` (no more frames
+    /// are taken: a connection-level error, end of input, or shutdown; the connection closes once
+    /// every reply is sent) — the same type and code an HTTP/2 stream or HTTP/1.1 exchange uses.
+    private var session = StreamState()
     private var anonymous: LocalGCRA
-    /// No more frames will be taken (a connection-level error, end of input, or shutdown); the
-    /// connection closes once every reply is sent.
-    private var finished = false
     private var lifetime = ConnectionLifetime()
     private var closed: Bool { lifetime.ended }
     private var waiting = false
@@ -35,6 +34,7 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
         self.logger = logger
         anonymous = LocalGCRA(loop.configuration.admission.anonymous)
         lastActivityNanos = monotonicNanoseconds()
+        session.reset(id: 0, now: 0)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -55,35 +55,18 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
 
     private func teardown() {
         guard lifetime.end(self, loop: loop) else { return }
-        partial.drop(loop)
+        session.partial.drop(loop)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !finished else { return }  // after a connection-level error the rest is dropped
+        guard !session.finished else { return }  // after a connection-level error the rest is dropped
         let buffer = unwrapInboundIn(data)
         let now = monotonicNanoseconds()
         lastActivityNanos = now
-        let requester = Requester(client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds())
-        let problem = buffer.withUnsafeReadableBytes { bytes in
-            loop.assemble(bytes, partial: &partial) { chunk in
-                let result = loop.processFrames(chunk, decoder: loop.decoder, requester: requester, anonymous: &anonymous, replies: &replies)
-                if result.fatal { finished = true }
-                return (result.used, result.fatal)
-            }
-        }
-        switch problem {
-        case nil:
-            break
-        case .noBuffer(let requestID):
-            loop.metrics.throttledPoolExhausted.increment()
-            _ = loop.answerBusy(requestID: requestID, replies: &replies)
-            finished = true  // the rest of the stream cannot be framed without the dropped piece
-        case .overflow:
-            _ = loop.answer(ProtocolError(code: .frameTooLarge, message: "frame exceeds the ingest buffer"), replies: &replies)
-            finished = true
-        }
+        let at = IngestContext(client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds())
+        buffer.withUnsafeReadableBytes { bytes in session.ingest(bytes, loop: loop, at: at, anonymous: &anonymous) }
         // Backpressure: stop reading while replies pile up waiting for the log.
-        if replies.out.readableBytes > loop.configuration.maxPendingReplyBytesPerStream && !readPaused {
+        if session.replies.out.readableBytes > loop.configuration.maxPendingReplyBytesPerStream && !readPaused {
             readPaused = true
             context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
         }
@@ -97,15 +80,8 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let e = event as? ChannelEvent, e == .inputClosed {
             // The client half-closed: answer what it sent, then close.
-            if !finished && partial.fill > 0 {
-                _ = loop.answer(
-                    ProtocolError(
-                        code: .truncatedFrame, message: "connection input ended inside a frame (\(partial.fill) bytes of it)",
-                        requestID: partial.requestID(loop)),
-                    replies: &replies)
-            }
-            partial.drop(loop)
-            finished = true
+            session.entriesBodyEnded(loop, source: "connection input", emptyIsError: false)
+            session.finished = true
             settle()
             return
         }
@@ -120,14 +96,14 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
     /// Sends what is durable; waits for the next commit if something is not; closes when done.
     private func settle() {
         guard let context, !closed else { return }
-        if replies.advance(loop) || replies.sendable > 0 {
-            let n = replies.sendable
-            if n > 0, let slice = replies.out.readSlice(length: n) {
+        if session.replies.advance(loop) || session.replies.sendable > 0 {
+            let n = session.replies.sendable
+            if n > 0, let slice = session.replies.out.readSlice(length: n) {
                 context.write(wrapOutboundOut(slice), promise: nil)
             }
-            replies.compactIfSent()
+            session.replies.compactIfSent()
         }
-        if replies.hasUnreleased {
+        if session.replies.hasUnreleased {
             if !waiting {
                 waiting = true
                 loop.wait(self)
@@ -136,7 +112,7 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
             readPaused = false
             context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
         }
-        if finished && !replies.hasUnreleased && replies.out.readableBytes == 0 {
+        if session.isDrained {
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
                 context.close(promise: nil)
             }
@@ -150,7 +126,7 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
     }
 
     func beginShutdown() {
-        finished = true
+        session.finished = true
         settle()
         context?.flush()
     }
@@ -158,7 +134,7 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
     private func checkIdle() {
         guard let context, !closed else { return }
         let idle = UInt64(max(loop.configuration.idleTimeoutMilliseconds, 0)) * 1_000_000
-        if !replies.hasUnreleased && monotonicNanoseconds() - lastActivityNanos > idle {
+        if !session.replies.hasUnreleased && monotonicNanoseconds() - lastActivityNanos > idle {
             logger.debug("closing an idle raw TCP connection")
             context.close(promise: nil)
         }

@@ -49,6 +49,8 @@ struct StreamTableTests {
         let admin = headers([(":method", "GET"), (":path", "/v1/raffles/1"), ("authorization", "Bearer admin")])
         #expect(admin.0.routing(servesEntries: true) == .admin && admin.0.path == "/v1/raffles/1")
         #expect(admin.0.authorization == Array("Bearer admin".utf8) && admin.2 == 0, "an admin call keeps its own credentials")
+        let twice = headers([(":method", "GET"), (":path", "/v1/stats"), ("authorization", "Bearer a"), ("authorization", "Bearer b")])
+        #expect(twice.0.authorization == Array("Bearer a, Bearer b".utf8), "two fields are joined, matching no key")
     }
 
     @Test func headerLimitsAreCountedPerStream() {
