@@ -19,7 +19,7 @@ ROWS=${ROWS:-1000}
 SECONDS_PG=${SECONDS_PG:-8}
 out="Bench/results/$(date -u +%Y-%m-%d)"
 mkdir -p "$out"
-scripts/setup >/dev/null
+scripts/setup --tests >/dev/null
 echo "postgres-scale: building raffled and raffle-bench (release)..."
 swift build -c release --product raffled >/dev/null
 (cd Bench && swift build -c release --product raffle-bench >/dev/null)

@@ -318,7 +318,7 @@ struct SharedAddressTests {
 
     @Test func haproxyInFrontOfTwoNodesSkipsADeadOne() async throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/haproxy") else {
-            Issue.record("HAProxy is not installed: scripts/setup installs it (apt-get install -y haproxy)")
+            Issue.record("HAProxy is not installed: scripts/setup --tests installs it (apt-get install -y haproxy)")
             return
         }
         try await withPostgres { pg in

@@ -159,7 +159,7 @@ public final class PostgresCluster: Sendable {
     /// initdb and start (~2 s).
     public static func start() async throws -> PostgresCluster {
         guard isInstalled else {
-            throw TestSupportError("PostgreSQL is not installed: scripts/setup installs it (apt-get install -y postgresql)")
+            throw TestSupportError("PostgreSQL is not installed: scripts/setup --tests installs it (apt-get install -y postgresql)")
         }
         let dir = TempDir()
         let result = try await runCommand(repositoryRoot + "/scripts/pg-cluster", ["start", dir.path], timeout: 120)
