@@ -241,7 +241,7 @@ let package = Package(
             name: "RaffleServerTests",
             dependencies: [
                 "RaffleServer", "RaffleHTTP2", "RaffleHTTP2Client", "RaffleWire", "RaffleWireNIO", "RaffleCore", "RaffleLedger", "RaffleStorage",
-                "RaffleAdmission", "RaffleTestSupport",
+                "RaffleAdmission", "RafflePostgres", "RaffleTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -144,7 +144,7 @@ public final class PostgresLedger: Ledger, Sendable {
             s.stopped = true
             let waiting = s.pending.batches
             s.pending = Round()
-            for batch in waiting { s.resolved[batch.ticket] = (.failed("the server is shutting down"), []) }
+            for batch in waiting { s.resolved[batch.ticket] = (.failed("the server is shutting down"), [], s.rounds) }
             return (s.unreachable, waiting)
         }
         if !waiting.isEmpty { notify() }

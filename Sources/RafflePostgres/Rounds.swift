@@ -82,7 +82,11 @@ struct State {
     var pending = Round()
     var inFlight = 0
     var nextTicket: UInt64 = 1
-    var resolved: [UInt64: (resolution: Resolution, outcomes: [EntryOutcome])] = [:]
+    /// Resolutions waiting for their event loop to ask (`resolve(ticket:into:)`), with the round
+    /// that decided them. A loop asks right after the commit notification; one whose connection closed
+    /// never asks, so `finish` drops what has waited `orphanRounds` rounds.
+    var resolved: [UInt64: (resolution: Resolution, outcomes: [EntryOutcome], round: UInt64)] = [:]
+    static let orphanRounds: UInt64 = 1_024
     /// Entries handed to PostgreSQL, and those it has decided (or that failed).
     var admitted: UInt64 = 0
     var decided: UInt64 = 0
@@ -118,15 +122,19 @@ struct State {
     mutating func finish(_ round: Round, _ result: RoundResult, knownLimit: Int) {
         rounds &+= 1
         decided &+= round.sent
+        if rounds % Self.orphanRounds == 0 {
+            let oldest = rounds &- Self.orphanRounds
+            resolved = resolved.filter { $0.value.round >= oldest }
+        }
         switch result {
         case .failed(let message, let unreachable):
             if unreachable { self.unreachable = message }
-            for batch in round.batches { resolved[batch.ticket] = (.failed(message), []) }
+            for batch in round.batches { resolved[batch.ticket] = (.failed(message), [], rounds) }
         case .decided(let outcomes, let unknown, let loaded):
             for row in loaded { cache(row) }
             for batch in round.batches {
                 if unknown.contains(batch.raffle) {
-                    resolved[batch.ticket] = (.unknownRaffle, [])
+                    resolved[batch.ticket] = (.unknownRaffle, [], rounds)
                     continue
                 }
                 let slice = Array(outcomes[batch.start..<(batch.start + batch.count)])
@@ -137,7 +145,7 @@ struct State {
                     if let raffle, knownCount < knownLimit, raffle.known.insert(round.users[batch.start + k]) { knownCount += 1 }
                 }
                 stored += accepted
-                resolved[batch.ticket] = (.decided(accepted: accepted), slice)
+                resolved[batch.ticket] = (.decided(accepted: accepted), slice, rounds)
             }
         }
     }
