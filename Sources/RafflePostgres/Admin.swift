@@ -12,7 +12,8 @@ extension PostgresLedger {
         let hex = Draw.hex(seed)
         do {
             let id: Int64 = try await withTimeout { [client, logger] in
-                let rows = try await client.query(
+                try await client.withTransaction(logger: logger) { connection in
+                let rows = try await connection.query(
                     """
                     INSERT INTO raffled.raffles (title, opens_at, closes_at, winners, max_tickets, seed)
                     VALUES (\(spec.title), \(spec.opensAt), \(spec.closesAt), \(Int32(clamping: spec.winners)), \(Int64(spec.maxTicketsPerUser)), \(hex))
@@ -20,6 +21,7 @@ extension PostgresLedger {
                     """, logger: logger)
                 for try await id in rows.decode(Int64.self) { return id }
                 throw LedgerError(.unavailable, "PostgreSQL returned no id for the new raffle")
+                }
             }
             let row = RaffleRow(id: UInt64(bitPattern: id), spec: spec, seed: seed, closedAt: nil)
             state.withLock { $0.cache(row) }
@@ -34,10 +36,12 @@ extension PostgresLedger {
             // One statement, one transaction: it waits for the rounds that hold the raffle's row
             // (FOR SHARE), and every round after it sees the raffle closed.
             _ = try await withTimeout { [client, logger] in
-                try await client.query(
-                    "UPDATE raffled.raffles SET closed_at = LEAST(\(now), closes_at) WHERE id = \(Int64(id: id)) AND closed_at IS NULL",
-                    logger: logger
-                ).collect()
+                try await client.withTransaction(logger: logger) { connection in
+                    try await connection.query(
+                        "UPDATE raffled.raffles SET closed_at = LEAST(\(now), closes_at) WHERE id = \(Int64(id: id)) AND closed_at IS NULL",
+                        logger: logger
+                    ).collect().count
+                }
             }
             guard let row = try await withTimeout({ try await self.fetchRaffles(ids: [id]).first }) else {
                 return .failure(LedgerError(.notFound, "raffle \(id) does not exist"))
@@ -54,12 +58,14 @@ extension PostgresLedger {
         do {
             // Whichever node's UPDATE closes a raffle draws it; the others find it closed.
             let ids: [UInt64] = try await withTimeout { [client, logger] in
-                var ids: [UInt64] = []
-                let rows = try await client.query(
-                    "UPDATE raffled.raffles SET closed_at = closes_at WHERE closed_at IS NULL AND closes_at <= \(now) RETURNING id",
-                    logger: logger)
-                for try await id in rows.decode(Int64.self) { ids.append(UInt64(bitPattern: id)) }
-                return ids
+                try await client.withTransaction(logger: logger) { connection in
+                    var ids: [UInt64] = []
+                    let rows = try await connection.query(
+                        "UPDATE raffled.raffles SET closed_at = closes_at WHERE closed_at IS NULL AND closes_at <= \(now) RETURNING id",
+                        logger: logger)
+                    for try await id in rows.decode(Int64.self) { ids.append(UInt64(bitPattern: id)) }
+                    return ids
+                }
             }
             var drawn: [UInt64] = []
             for id in ids {

@@ -203,22 +203,39 @@ public final class PostgresLedger: Ledger, Sendable {
         monitor.withLock { $0 = task }
     }
 
-    /// Runs `work`, failing after `limit` (default: `roundTimeout`).
+    /// Runs `work`, failing after `limit` (default: `roundTimeout`). The caller is answered at the
+    /// limit even if `work` ignores cancellation (a connection-pool lease waiting through a
+    /// PostgreSQL restart did): the work is cancelled and left to end on its own, its result dropped.
+    /// A statement that commits after its batches were answered UNAVAILABLE is harmless: nothing was
+    /// acknowledged, and a retry is answered `already_entered`.
     func withTimeout<T: Sendable>(limit: Duration? = nil, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
         let limit = limit ?? configuration.roundTimeout
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await work() }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                return nil
+        let gate = ResumeOnce<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            gate.set(continuation)
+            let worker = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await work()) } catch { result = .failure(error) }
+                gate.take()?.resume(with: result)
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw LedgerError(.unavailable, "PostgreSQL did not answer within \(limit) (is it running, and reachable from here?)")
+            Task {
+                try? await Task.sleep(for: limit)
+                guard let waiting = gate.take() else { return }
+                worker.cancel()
+                waiting.resume(throwing: LedgerError(.unavailable, "PostgreSQL did not answer within \(limit) (is it running, and reachable from here?)"))
             }
-            return value
         }
     }
+}
+
+/// A continuation resumed by whichever comes first: the work or the timer.
+final class ResumeOnce<T: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<T, any Error>?>(nil)
+
+    func set(_ c: CheckedContinuation<T, any Error>) { continuation.withLock { $0 = c } }
+
+    /// The continuation, to the first caller only.
+    func take() -> CheckedContinuation<T, any Error>? { continuation.withLock { $0.take() } }
 }
 
 extension PostgresLedgerConfiguration {

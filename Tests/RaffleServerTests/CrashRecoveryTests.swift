@@ -85,7 +85,9 @@ extension HTTP2Client {
 
     /// POSTs frames to /v1/entries and returns the reply frames.
     func postEntries(_ body: [UInt8]) async throws -> [Frame] {
-        let response = try await request(method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)], body: body)
+        // Bounded: a request the server never answers fails the test instead of hanging it.
+        let response = try await request(
+            method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)], body: body, timeout: .seconds(30))
         return try decodeFrames(Array(buffer: response.body))
     }
 }
