@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # raffled nodes on one PostgreSQL (--ledger postgres://…), in one run on this machine:
-#   - PostgreSQL's own rate for the same work: pgbench running raffled's group-commit statement
-#     (Sources/RafflePostgres/Schema.swift `commitRound`: unnest of three arrays, FOR SHARE on the
-#     raffle row, INSERT … ON CONFLICT DO NOTHING RETURNING) with ROWS entries per transaction, for
+#   - PostgreSQL's own rate for the same work: pgbench running raffled's group-commit transaction
+#     (BEGIN; Sources/RafflePostgres/Schema.swift `commitRound`: unnest of three arrays, FOR SHARE on
+#     the raffle row, INSERT … ON CONFLICT DO NOTHING RETURNING; COMMIT) with ROWS entries each, for
 #     1 to 4 clients — the yardstick;
 #   - batched ingest (raffle-bench bulk, batches of 1,000) through 1, 2 and 3 raffled nodes sharing
 #     one port (--reuse-port) and one PostgreSQL, and the local ledger's figure beside them;
@@ -46,14 +46,18 @@ pkill -f -- "--data $tmp/schema" || true
 psql_ -c "INSERT INTO raffled.raffles (id, title, opens_at, closes_at, winners, max_tickets, seed) VALUES (1000000, 'pgbench', 0, 9000000000000, 1, 1, '00') ON CONFLICT DO NOTHING"
 statement=$(sed -n '/static let commitRound = """/,/^        """/p' Sources/RafflePostgres/Schema.swift | sed '1d;$d')
 # pgbench has no arrays: build them from a random base (fresh users every transaction).
+# The same transaction shape as raffled's rounds: BEGIN, the statement, COMMIT (raffled counts the
+# outcomes only once COMMIT has answered).
 cat >"$tmp/round.sql" <<SQL
 \set base random(1, 1000000000000)
+BEGIN;
 $(echo "$statement" | sed \
   -e "s/\$1::int8\[\]/array_fill(1000000::int8, ARRAY[$ROWS])/" \
   -e "s/\$2::int8\[\]/ARRAY(SELECT (:base * $ROWS + g)::int8 FROM generate_series(1, $ROWS) g)/" \
   -e "s/\$3::int8\[\]/array_fill(1::int8, ARRAY[$ROWS])/" \
   -e "s/\$4::int8\[\]/ARRAY[1000000::int8]/g" \
   -e "s/\$5/1000/g");
+COMMIT;
 SQL
 pg_rate() {
   # rows/s for $1 clients
