@@ -11,7 +11,8 @@
 # PostgreSQL runs as a private cluster (scripts/pg-cluster), fsync on, on this machine's 2 cores with
 # everything else: the figures are what one small box does, not a cluster's.
 # Usage: Bench/scripts/postgres-scale.sh   (env: ENTRIES (default 2,000,000), ROWS (pgbench rows per
-#        transaction, default 1000), SECONDS_PG (pgbench seconds, default 8))
+#        transaction, default 1000), SECONDS_PG (pgbench seconds, default 8), LOOPS (event loops per
+#        node, default 1))
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ENTRIES=${ENTRIES:-2000000}
@@ -79,7 +80,7 @@ key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf '{"keys":[{"name":"bench","key":"%s"}]}\n' "$key" >"$tmp/keys.json"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 common=(--port "$port" --tcp-port=-1 --udp-port=-1 --ledger "$url" --reuse-port --admin-keys "$tmp/keys.json"
-  --log-level warning --global-rate 0 --anonymous-rate 1000000000 --loops 1)
+  --log-level warning --global-rate 0 --anonymous-rate 1000000000 --loops "${LOOPS:-1}")
 results=()
 for n in 1 2 3; do
   for i in $(seq "$n"); do "$raffled" "${common[@]}" --data "$tmp/node$n-$i" >"$tmp/node$n-$i.log" 2>&1 & done
