@@ -40,9 +40,6 @@ public final class PostgresLedger: Ledger, Sendable {
                 try await Schema.migrate(ledger.client, logger: logger)
                 try await ledger.loadRaffles(ids: nil)
             }
-        } catch let error as LedgerError where error.message.contains("schema version") {
-            ledger.shutdown()
-            throw error
         } catch {
             ledger.shutdown()
             throw LedgerError(.unavailable, "cannot use PostgreSQL at \(configuration.target): \(explain(error))")

@@ -6,17 +6,13 @@ import Synchronization
 /// A raffle as this node knows it, with the entries it saw stored (`known`: retries of those are
 /// answered `already_entered` without a round trip — only what PostgreSQL confirmed).
 final class CachedRaffle {
-    let id: UInt64
     let spec: RaffleSpec
-    let seed: [UInt8]
     var closedAt: Int64?
     var draw: DrawResult?
     let known = DedupeIndex()
 
     init(_ row: RaffleRow) {
-        id = row.id
         spec = row.spec
-        seed = row.seed
         closedAt = row.closedAt
     }
 

@@ -38,12 +38,17 @@ final class DeferredTestLedger: Ledger {
     /// Batches taken and not yet committed.
     var takenCount: Int { state.withLock { $0.taken.count } }
 
-    /// Decides every batch taken so far (or fails them all), then tells the server.
-    func commit(failing: Bool = false, elsewhere: Set<UInt64> = []) {
+    /// Decides every batch taken so far (or fails them all, or finds their raffle gone — as a shared
+    /// ledger learns only at commit), then tells the server.
+    func commit(failing: Bool = false, unknownRaffle: Bool = false, elsewhere: Set<UInt64> = []) {
         let (callbacks, point) = state.withLock { s -> ([@Sendable (Result<CommitPoint, LedgerError>) -> Void], CommitPoint) in
             for batch in s.taken {
                 if failing {
                     s.decided[batch.ticket] = (.failed("injected commit failure"), [])
+                    continue
+                }
+                if unknownRaffle {
+                    s.decided[batch.ticket] = (.unknownRaffle, [])
                     continue
                 }
                 var outcomes: [EntryOutcome] = []
@@ -141,15 +146,7 @@ final class DeferredTestLedger: Ledger {
 struct DeferredLedgerTests {
     static func start() async throws -> (RaffleServer, DeferredTestLedger, UInt64) {
         let ledger = DeferredTestLedger()
-        var config = ServerConfiguration()
-        config.host = "127.0.0.1"
-        config.port = 0
-        config.eventLoops = 2
-        config.ingestBufferBytes = 1 << 20
-        config.adminKeys = AdminKeys([.init(name: "test", key: testAdminKey)])
-        var logger = Logger(label: "deferred-test")
-        logger.logLevel = .critical
-        let server = try await RaffleServer.start(configuration: config, ledger: ledger, logger: logger)
+        let server = try await RaffleServer.start(configuration: .forTests(), ledger: ledger, logger: .quiet("deferred-test"))
         guard case .success(let (info, _)) = ledger.createRaffle(RaffleSpec(title: "t", opensAt: 0, closesAt: Int64.max), now: 0) else {
             throw TestSupportError("no raffle")
         }
@@ -230,6 +227,14 @@ struct DeferredLedgerTests {
         let response = try #require(HTTP1Response.parseAll(bytes).first)
         let frames = try decodeFrames(response.body)
         #expect(response.status == 200 && frames.first?.outcomes == [.accepted])
+        // A commit that fails: 503 with the same retry-after floor as over HTTP/2.
+        s.send(http1("POST", "/v1/entries", headers: [framesType], body: batchFrame(raffle: raffle, users: [31], requestID: 10)))
+        await ledger.waitForTaken(1)
+        ledger.commit(failing: true)
+        let (more, _) = s.readBytes(for: 3) { HTTP1Response.parseAll($0).count >= 1 }
+        let refused = try #require(HTTP1Response.parseAll(more).first)
+        #expect(refused.status == 503 && refused.header("retry-after") == "1")
+        #expect(try decodeFrames(refused.body).first?.errorCode == .unavailable)
         await server.shutdown()
     }
 }

@@ -17,15 +17,7 @@ struct DurableAckTests {
     @Test func everyTransportWaitsForTheLog() async throws {
         let dir = TempDir()
         let ledger = try LocalLedger(directory: dir.path, startLog: false)  // nothing durable until log.start()
-        var config = ServerConfiguration()
-        config.host = "127.0.0.1"
-        config.port = 0
-        config.eventLoops = 2
-        config.ingestBufferBytes = 1 << 20
-        config.adminKeys = AdminKeys([.init(name: "test", key: testAdminKey)])
-        var logger = Logger(label: "durable-ack-test")
-        logger.logLevel = .critical
-        let server = try await RaffleServer.start(configuration: config, ledger: ledger, logger: logger)
+        let server = try await RaffleServer.start(configuration: .forTests(), ledger: ledger, logger: .quiet("durable-ack-test"))
         guard case .success(let (info, _)) = ledger.createRaffle(RaffleSpec(title: "durable", opensAt: 0, closesAt: Int64.max), now: 0) else {
             throw TestSupportError("no raffle")
         }

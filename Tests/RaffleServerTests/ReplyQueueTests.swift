@@ -78,6 +78,20 @@ struct ReplyQueueTests {
         #expect(ledger.hasEntry(userID: 10, raffle: raffle) == false)
     }
 
+    @Test func aRaffleFoundGoneAtCommitIsAnsweredUnknownRaffle() throws {
+        // Every transport's replies go through this queue: a shared ledger that learns only at commit
+        // that the raffle does not exist gets UNKNOWN_RAFFLE in the ack's place, in order.
+        var queue = ReplyQueue()
+        try reserve([40], requestID: 1, in: &queue)
+        pong(3, requestID: 2, in: &queue)
+        ledger.commit(unknownRaffle: true)
+        let moved = queue.advance(loop)
+        #expect(moved)
+        let frames = try released(queue)
+        #expect(frames.map(\.requestID) == [1, 2])
+        #expect(frames[0].errorCode == .unknownRaffle && frames[1].body == .pong(3))
+    }
+
     @Test func aChecksummedAckIsCompletedWithAValidChecksum() throws {
         var queue = ReplyQueue()
         try reserve([30, 31], requestID: 4, in: &queue, flags: .checksum)

@@ -11,6 +11,29 @@ import RaffleServer
 import RaffleTestSupport
 import RaffleWire
 
+extension ServerConfiguration {
+    /// A test server's configuration: 127.0.0.1, a free port, two event loops, `ingestBufferBytes` of
+    /// ingest buffers, the test admin key.
+    static func forTests(ingestBufferBytes: Int = 1 << 20) -> ServerConfiguration {
+        var config = ServerConfiguration()
+        config.host = "127.0.0.1"
+        config.port = 0
+        config.eventLoops = 2
+        config.ingestBufferBytes = ingestBufferBytes
+        config.adminKeys = AdminKeys([.init(name: "test", key: testAdminKey)])
+        return config
+    }
+}
+
+extension Logger {
+    /// A logger that says only what is at `level` or above.
+    static func quiet(_ label: String, level: Logger.Level = .critical) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = level
+        return logger
+    }
+}
+
 /// A real raffled server on 127.0.0.1 (port 0) with its own data directory, and a client.
 struct ServerFixture {
     let server: RaffleServer
@@ -23,17 +46,11 @@ struct ServerFixture {
         durability: Durability = .fsync, _ configure: (inout ServerConfiguration) -> Void = { _ in }
     ) async throws -> ServerFixture {
         let dir = TempDir()
-        var config = ServerConfiguration()
-        config.host = "127.0.0.1"
-        config.port = 0
-        config.eventLoops = 2
-        config.ingestBufferBytes = 4 << 20
-        config.adminKeys = AdminKeys([.init(name: "test", key: testAdminKey)])
+        var config = ServerConfiguration.forTests(ingestBufferBytes: 4 << 20)
         configure(&config)
-        var logger = Logger(label: "raffled-test")
-        logger.logLevel = .warning
         let server = try await RaffleServer.start(
-            configuration: config, local: LocalLedgerConfiguration(directory: dir.path, durability: durability), logger: logger)
+            configuration: config, local: LocalLedgerConfiguration(directory: dir.path, durability: durability),
+            logger: .quiet("raffled-test", level: .warning))
         let client = try await HTTP2Client.connect(host: "127.0.0.1", port: server.port, group: group)
         return ServerFixture(server: server, dir: dir, client: client)
     }
