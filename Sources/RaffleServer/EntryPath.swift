@@ -9,192 +9,6 @@ import RaffleWireNIO
 // whose acks are released only once the log has made them durable. The transports differ only in
 // how bytes arrive and how released replies leave.
 
-/// One reply's place in an output queue: sent only when the log has committed `lsn`.
-struct ReplyMark {
-    /// Cumulative: the largest commit point of this reply and every reply before it in the queue.
-    var lsn: UInt64
-    /// Output position where this reply ends.
-    var end: Int
-    /// The request id it answers (to answer with an error instead if the log fails).
-    var requestID: UInt64
-    /// Non-zero: a batch ack reserved for a deferred batch (`Admission.deferred`), whose outcomes the
-    /// ledger fills at commit (see `ReplyQueue.deferred`).
-    var ticket: UInt64 = 0
-}
-
-/// An ack reserved in a reply queue for a batch whose outcomes the ledger decides at commit: its
-/// bytes are written at admission with the right length and patched (or replaced by an error) once
-/// the ledger resolves the ticket.
-struct DeferredAck {
-    var ticket: UInt64
-    /// Where the reserved frame starts in the queue's buffer.
-    var frameStart: Int
-    var raffleID: UInt64
-    var count: Int
-    var flags: FrameFlags
-}
-
-/// Replies in request order. Bytes before `released` may be sent; the rest wait for durability.
-struct ReplyQueue {
-    var out = ByteBuffer()
-    var released = 0
-    var marks: [ReplyMark] = []
-    var markHead = 0
-    var cumulativeLSN: UInt64 = 0
-    /// Reserved acks waiting for their ledger's decision (empty with a ledger that decides at admission).
-    var deferred: [DeferredAck] = []
-    /// The first reply was a reserved ack whose batch did not commit: it became UNAVAILABLE (the
-    /// HTTP status follows the first reply).
-    var firstReplyFailed = false
-
-    /// Some reply is not yet durable.
-    var hasUnreleased: Bool { markHead < marks.count }
-
-    /// Nothing was ever queued (since the last reset).
-    var isPristine: Bool { marks.isEmpty && out.writerIndex == 0 }
-
-    /// Released bytes not yet taken by the transport.
-    var sendable: Int { released - out.readerIndex }
-
-    /// Ends the reply just written to `out`: it may leave once `lsn` is durable (0: at once).
-    mutating func mark(lsn: UInt64, requestID: UInt64) {
-        cumulativeLSN = max(cumulativeLSN, lsn)
-        marks.append(ReplyMark(lsn: cumulativeLSN, end: out.writerIndex, requestID: requestID))
-    }
-
-    /// Reserves an ack for a deferred batch: the frame is written now (so later replies keep their
-    /// place) and completed by `advance` once the ledger resolves `ticket`.
-    mutating func reserveAck(ticket: UInt64, requestID: UInt64, raffleID: UInt64, count: Int, flags: FrameFlags, scratch: UnsafeMutableBufferPointer<EntryOutcome>) {
-        let start = out.writerIndex
-        out.writeBatchAck(requestID: requestID, raffleID: raffleID, outcomes: UnsafeBufferPointer(rebasing: scratch[0..<count]), flags: flags)
-        deferred.append(DeferredAck(ticket: ticket, frameStart: start, raffleID: raffleID, count: count, flags: flags))
-        marks.append(ReplyMark(lsn: cumulativeLSN, end: out.writerIndex, requestID: requestID, ticket: ticket))
-    }
-
-    /// Moves `released` past every reply that is durable now; true if it moved.
-    mutating func advance(_ loop: LoopContext) -> Bool {
-        if let failure = loop.failure, hasUnreleased { failUnreleased(failure) }
-        var r = released
-        while markHead < marks.count {
-            if marks[markHead].ticket != 0 {
-                // A reserved ack: it waits for the ledger's decision (and holds back what follows it).
-                guard complete(markHead, loop) else { break }
-            }
-            let m = marks[markHead]
-            guard m.lsn == 0 || loop.isDurable(CommitPoint(lsn: m.lsn)) else { break }
-            r = m.end
-            markHead += 1
-        }
-        defer { released = r }
-        return r > released
-    }
-
-    /// Completes the reserved ack of mark `i` if its ledger has decided: the outcomes patched in
-    /// place (same length), or the whole frame replaced by UNAVAILABLE when the batch did not commit.
-    private mutating func complete(_ i: Int, _ loop: LoopContext) -> Bool {
-        let ticket = marks[i].ticket
-        guard let d = deferred.firstIndex(where: { $0.ticket == ticket }) else {
-            marks[i].ticket = 0
-            return true
-        }
-        let ack = deferred[d]
-        guard let resolution = loop.ledger.resolve(ticket: ticket, into: loop.outcomes) else { return false }
-        deferred.remove(at: d)
-        marks[i].ticket = 0
-        var frame = ByteBuffer()
-        switch resolution {
-        case .decided:
-            frame.writeBatchAck(
-                requestID: marks[i].requestID, raffleID: ack.raffleID, outcomes: UnsafeBufferPointer(rebasing: loop.outcomes[0..<ack.count]),
-                flags: ack.flags)
-            loop.recordDeferredOutcomes(count: ack.count)
-        case .failed(let message):
-            if i == 0 { firstReplyFailed = true }
-            frame.writeRaffleFrame(
-                Frame(requestID: marks[i].requestID, flags: ack.flags, body: .error(code: .unavailable, message: "the batch was not stored: \(message)")))
-        case .unknownRaffle:
-            frame.writeRaffleFrame(
-                Frame(requestID: marks[i].requestID, flags: ack.flags, body: .error(code: .unknownRaffle, message: "raffle \(ack.raffleID) does not exist")))
-        }
-        replace(from: ack.frameStart, to: marks[i].end, with: frame, mark: i)
-        return true
-    }
-
-    /// Puts `bytes` where `start..<end` was (the reply of mark `i`), moving what follows it.
-    private mutating func replace(from start: Int, to end: Int, with bytes: ByteBuffer, mark i: Int) {
-        let delta = bytes.readableBytes - (end - start)
-        if delta == 0 {
-            out.setBuffer(bytes, at: start)
-            return
-        }
-        var rebuilt = ByteBuffer()
-        rebuilt.reserveCapacity(out.writerIndex + delta)
-        rebuilt.writeBytes(out.getSlice(at: 0, length: start)?.readableBytesView ?? ByteBufferView())
-        rebuilt.writeImmutableBuffer(bytes)
-        rebuilt.writeBytes(out.getSlice(at: end, length: out.writerIndex - end)?.readableBytesView ?? ByteBufferView())
-        rebuilt.moveReaderIndex(to: out.readerIndex)
-        out = rebuilt
-        for k in i..<marks.count { marks[k].end += delta }
-        for k in deferred.indices where deferred[k].frameStart > start { deferred[k].frameStart += delta }
-    }
-
-    /// The log failed: acknowledgements not yet durable are never sent. Each is replaced by an
-    /// UNAVAILABLE error for its request.
-    mutating func failUnreleased(_ message: String) {
-        let pending = Array(marks[markHead...])
-        let cut = markHead == 0 ? released : marks[markHead - 1].end
-        out.moveWriterIndex(to: max(cut, out.readerIndex))
-        marks.removeSubrange(markHead...)
-        deferred.removeAll()
-        for m in pending {
-            out.writeRaffleFrame(Frame(requestID: m.requestID, body: .error(code: .unavailable, message: "entries are not being acknowledged: \(message)")))
-            marks.append(ReplyMark(lsn: 0, end: out.writerIndex, requestID: m.requestID))
-        }
-        cumulativeLSN = 0
-    }
-
-    /// After the transport took every released byte: start the buffer over (keeps its capacity).
-    mutating func compactIfSent() {
-        guard out.readableBytes == 0 && !hasUnreleased else { return }
-        out.clear()
-        released = 0
-        marks.removeAll(keepingCapacity: true)
-        markHead = 0
-    }
-
-    mutating func reset() {
-        out.clear()
-        released = 0
-        marks.removeAll(keepingCapacity: true)
-        markHead = 0
-        cumulativeLSN = 0
-        deferred.removeAll(keepingCapacity: true)
-        firstReplyFailed = false
-    }
-}
-
-/// A frame that arrived in pieces, held in an ingest buffer preallocated at start-up (-1: none).
-struct PartialFrame {
-    var slot: Int32 = -1
-    var fill = 0
-
-    /// The request id of the frame cut short, for its TRUNCATED_FRAME reply: the header's when the
-    /// header arrived whole and can be read (magic, version), else 0 (PROTOCOL.md §3).
-    func requestID(_ loop: LoopContext) -> UInt64 {
-        guard slot >= 0, fill >= Wire.headerSize else { return 0 }
-        let bytes = UnsafeRawBufferPointer(loop.memory(of: slot))
-        guard bytes[0] == 0x52, bytes[1] == 0x46, bytes[2] == Wire.version else { return 0 }
-        return bytes.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian
-    }
-
-    /// Gives the ingest buffer back.
-    mutating func drop(_ loop: LoopContext) {
-        if slot >= 0 { loop.giveBack(slot) }
-        slot = -1
-        fill = 0
-    }
-}
-
 /// How one frame was answered (the reply is already queued).
 struct EntryReply {
     /// The HTTP status this reply maps to (PROTOCOL.md §7, §11).
@@ -326,7 +140,7 @@ extension LoopContext {
                 metrics.throttled(reason)
                 replies.out.writeRaffleFrame(
                     Frame(requestID: requestID, flags: checksum, body: .throttled(retryAfterMilliseconds: ms, reason: reason)))
-                replies.mark(lsn: 0, requestID: requestID)
+                replies.mark(lsn: 0, requestID: requestID, flags: checksum)
                 return EntryReply(status: 429, retryAfterMilliseconds: ms, throttlePolicy: (policy, limit, remaining))
             case .tooLarge(let cost, let limit, let policy):
                 return answer(ProtocolError(
@@ -341,7 +155,7 @@ extension LoopContext {
                 for outcome in outcomes where outcome == .alreadyEntered { duplicates &+= 1 }
                 metrics.recordOutcomes(accepted: accepted, duplicates: duplicates, rejected: n - accepted - duplicates, bytes: frame.frameLength)
                 replies.out.writeBatchAck(requestID: requestID, raffleID: batch.raffleID, outcomes: outcomes, flags: checksum)
-                replies.mark(lsn: commit.lsn, requestID: requestID)
+                replies.mark(lsn: commit.lsn, requestID: requestID, flags: checksum)
                 return EntryReply(status: 200)
             case .deferred(let ticket):
                 // Outcomes come at commit: reserve the ack in order; `advance` completes it.
@@ -360,7 +174,7 @@ extension LoopContext {
             }
         case .ping(let value):
             replies.out.writeRaffleFrame(Frame(requestID: requestID, flags: checksum, body: .pong(value)))
-            replies.mark(lsn: 0, requestID: requestID)
+            replies.mark(lsn: 0, requestID: requestID, flags: checksum)
             return EntryReply(status: 200)
         default:
             // The decoder (receiver: .server) refuses every other type.
@@ -375,7 +189,7 @@ extension LoopContext {
     func answerBusy(requestID: UInt64, replies: inout ReplyQueue, flags: FrameFlags = []) -> EntryReply {
         let ms = configuration.busyRetryAfterMilliseconds
         replies.out.writeRaffleFrame(Frame(requestID: requestID, flags: flags, body: .throttled(retryAfterMilliseconds: ms, reason: .serverBusy)))
-        replies.mark(lsn: 0, requestID: requestID)
+        replies.mark(lsn: 0, requestID: requestID, flags: flags)
         return EntryReply(status: 429, retryAfterMilliseconds: ms)
     }
 
@@ -391,7 +205,7 @@ extension LoopContext {
             message = String(decoding: utf8, as: UTF8.self)
         }
         replies.out.writeRaffleFrame(Frame(requestID: error.requestID, flags: flags, body: .error(code: error.code, message: message)))
-        replies.mark(lsn: 0, requestID: error.requestID)
+        replies.mark(lsn: 0, requestID: error.requestID, flags: flags)
         return EntryReply(status: error.code.httpStatus)
     }
 }

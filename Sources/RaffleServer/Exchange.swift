@@ -122,24 +122,4 @@ extension StreamState {
         }
         return progressed
     }
-
-    /// The response header fields besides the status and content type: `retry-after` and the IETF
-    /// RateLimit pair on a throttled answer, `retry-after: 1` on an UNAVAILABLE one, `www-authenticate` on a 401, `raffled-durability` when
-    /// acknowledgements are not durable.
-    func extraResponseFields(durability: LedgerDurability, _ add: (StaticString, String) -> Void) {
-        if let ms = retryAfterMilliseconds {
-            let seconds = Int((UInt64(ms) + 999) / 1_000)
-            add("retry-after", String(seconds))
-            if let policy = throttlePolicy {
-                // IETF httpapi RateLimit headers: the policy (quota, window) and its current state.
-                let window = max((policy.limit.burst + policy.limit.ratePerSecond - 1) / policy.limit.ratePerSecond, 1)
-                add("ratelimit-policy", "\"\(policy.name)\";q=\(policy.limit.burst);w=\(window)")
-                add("ratelimit", "\"\(policy.name)\";r=\(policy.remaining);t=\(seconds)")
-            }
-        }
-        // UNAVAILABLE (storage failed, a shared database unreachable): a floor for the client's backoff.
-        if status == 503 && retryAfterMilliseconds == nil && bodyKind == .frames { add("retry-after", "1") }
-        if status == 401 { add("www-authenticate", "Bearer realm=\"raffled-admin\"") }
-        if durability == .none && bodyKind == .frames { add("raffled-durability", "none") }
-    }
 }

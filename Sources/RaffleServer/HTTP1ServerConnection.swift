@@ -267,7 +267,7 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
             if n > 0, let slice = exchange.replies.out.readSlice(length: n) {
                 context.write(wrapOutboundOut(.body(.byteBuffer(slice))), promise: nil)
             }
-            exchange.replies.compactIfSent()
+            exchange.replies.compact()
         }
         if exchange.headersSubmitted && exchange.isDrained {
             headDeferred = false
@@ -285,11 +285,10 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
 
     private func writeHead(_ context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: exchange.bodyKind.contentType)
+        exchange.responseFields(durability: loop.ledger.durability) { headers.add(name: "\($0)", value: $1) }
         if exchange.finished && !exchange.hasUnreleased {
             headers.add(name: "content-length", value: String(exchange.replies.sendable))
         }
-        exchange.extraResponseFields(durability: loop.ledger.durability) { headers.add(name: "\($0)", value: $1) }
         if !keepAlive { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: exchange.status), headers: headers))), promise: nil)
         exchange.headersSubmitted = true

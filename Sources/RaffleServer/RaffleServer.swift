@@ -184,58 +184,11 @@ public final class RaffleServer: Service, Sendable {
                     throw ServerStartError(message: "cannot listen for the admin API on \(host):\(adminPort): \(error)")
                 }
             }
-            let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
             if let tcpPort = configuration.resolvedTCPPort {
-                tcpChannel = try await ServerBootstrap(group: group)
-                    .serverChannelOption(.backlog, value: 1_024)
-                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .serverChannelOption(reusePortOption, value: configuration.reusePort ? 1 : 0)
-                    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                    .childChannelOption(.allowRemoteHalfClosure, value: true)
-                    .childChannelOption(.writeBufferWaterMark, value: .init(low: high / 2, high: high))
-                    .childChannelInitializer { channel in
-                        guard let context = byLoop[ObjectIdentifier(channel.eventLoop)] else {
-                            return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
-                        }
-                        return channel.eventLoop.makeCompletedFuture {
-                            // Raw TCP over TLS: the same certificate as the main port.
-                            if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
-                            try channel.pipeline.syncOperations.addHandler(TCPServerConnection(loop: context.value, logger: logger))
-                        }
-                    }
-                    .bind(host: configuration.host, port: tcpPort).get()
+                tcpChannel = try await Listeners.bindRawTCP(group: group, contexts: byLoop, port: tcpPort, configuration: configuration, tls: tls, logger: logger)
             }
-            if var udpPort = configuration.resolvedUDPPort {
-                let udpBatch = 32
-                let udpRoom = max(2_048, configuration.udpMaxDatagramBytes + 1)
-                if udpPort == 0 {
-                    // Asked for any free port: bind 0 with SO_REUSEPORT and Linux may hand out a port
-                    // another process's SO_REUSEPORT socket already holds (it then shares its
-                    // datagrams). A probe without the option gets a port nobody holds; the loops bind it.
-                    let probe = try await DatagramBootstrap(group: group).bind(host: configuration.host, port: 0).get()
-                    udpPort = probe.localAddress?.port ?? 0
-                    try await probe.close()
-                }
-                // One socket per loop on the same port (SO_REUSEPORT): the kernel spreads senders;
-                // the source-address buckets are shared, so spreading gives no one more.
-                let sources = UDPSourceBuckets(limit: configuration.admission.anonymous)
-                for context in contexts {
-                    let udp = try await DatagramBootstrap(group: context.eventLoop)
-                        .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                        .channelOption(reusePortOption, value: 1)
-                        .channelOption(.datagramVectorReadMessageCount, value: udpBatch)
-                        // NIO splits one buffer among the vector read's messages: each gets room for a
-                        // datagram over the limit, so oversize ones are seen (and answered) as such.
-                        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: udpBatch * udpRoom))
-                        .channelInitializer { channel in
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(UDPServerHandler(loop: context.value, sources: sources, logger: logger))
-                            }
-                        }
-                        .bind(host: configuration.host, port: udpPort).get()
-                    udpPort = udp.localAddress?.port ?? udpPort
-                    udpChannels.append(udp)
-                }
+            if let udpPort = configuration.resolvedUDPPort {
+                udpChannels = try await Listeners.bindUDP(group: group, contexts: contexts, port: udpPort, configuration: configuration, logger: logger)
             }
         } catch {
             try? await channel.close()
@@ -308,57 +261,6 @@ public final class RaffleServer: Service, Sendable {
         }
         try? await group.shutdownGracefully()
         logger.info("stopped", metadata: ["durable": "\(ledger.backlog().durable)"])
-    }
-}
-
-/// SO_REUSEPORT, which NIO names only by level and number.
-let reusePortOption = ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT)
-
-/// What every listener shares about the process: whether it is shutting down (`/readyz`).
-final class ServerState: Sendable {
-    private let shuttingDown = Atomic<Bool>(false)
-
-    var isShuttingDown: Bool { shuttingDown.load(ordering: .acquiring) }
-
-    func beginShutdown() { shuttingDown.store(true, ordering: .releasing) }
-}
-
-/// A main or admin listener: its child channels become HTTP/2 or HTTP/1.1 connections (after TLS
-/// when it is configured) on the loop contexts the server made.
-struct HTTPListener: Sendable {
-    let contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>]
-    let admin: AdminAPI
-    let tls: TLSContextHolder?
-    let logger: Logger
-
-    func bootstrap(group: MultiThreadedEventLoopGroup, configuration: ServerConfiguration) -> ServerBootstrap {
-        let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
-        let timeout = TimeAmount.milliseconds(max(configuration.handshakeTimeoutMilliseconds, 1))
-        return ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1_024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelOption(reusePortOption, value: configuration.reusePort ? 1 : 0)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: high / 2, high: high))
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { channel in
-                guard let context = contexts[ObjectIdentifier(channel.eventLoop)] else {
-                    return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
-                }
-                return channel.eventLoop.makeCompletedFuture {
-                    let pipeline = channel.pipeline.syncOperations
-                    if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls.context)) }
-                    let loop = context.value
-                    try pipeline.addHandler(
-                        ProtocolSelector(mode: tls == nil ? .sniff : .alpn, timeout: timeout) { choice, selected in
-                            let pipeline = selected.pipeline.syncOperations
-                            switch choice {
-                            case .http2: try pipeline.addHandler(H2ServerConnection(loop: loop, admin: admin, logger: logger))
-                            case .http1: try HTTP1ServerConnection.install(on: pipeline, loop: loop, admin: admin, logger: logger)
-                            }
-                        })
-                }
-            }
     }
 }
 

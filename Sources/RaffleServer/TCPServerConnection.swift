@@ -101,7 +101,7 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
             if n > 0, let slice = session.replies.out.readSlice(length: n) {
                 context.write(wrapOutboundOut(slice), promise: nil)
             }
-            session.replies.compactIfSent()
+            session.replies.compact()
         }
         if session.replies.hasUnreleased {
             if !waiting {

@@ -26,14 +26,9 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
     /// Acks waiting for the log per loop; past this, new batches are throttled `server_busy`.
     static let maxPendingAcks = 16_384
 
-    private struct PendingAck {
-        var lsn: UInt64
-        var requestID: UInt64
-        var to: SocketAddress
-        var reply: ByteBuffer
-        /// For a deferred batch: its reply queue, whose reserved ack the ledger completes at commit.
-        var deferred: ReplyQueue?
-        /// The request's size: no reply may be larger (PROTOCOL.md §13).
+    /// Where a queued reply goes, and the size it may not exceed (its request's, PROTOCOL.md §13).
+    private struct Peer {
+        var address: SocketAddress
         var requestSize: Int
     }
 
@@ -45,11 +40,15 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
     private let sources: UDPSourceBuckets
     /// Unused: UDP admission goes through `sources` (the entry path's signature wants a local bucket).
     private var unusedLocal: LocalGCRA
-    private var scratch = ReplyQueue()
-    private var pending: [PendingAck] = []
-    private var pendingHead = 0
+    /// The socket's ingest session: one reply per datagram, in arrival order, released by the same
+    /// reply queue a stream or TCP connection uses (durability, decisions at commit, failures); a
+    /// released reply leaves as its own datagram. `finished`: shutting down.
+    private var session = StreamState()
+    /// One per reply mark not yet sent (`peers[k]` ↔ `session.replies.marks[k]`).
+    private var peers: [Peer] = []
+    /// Replies sent so far (marks before this index have left).
+    private var sent = 0
     private var waiting = false
-    private var shuttingDown = false
 
     init(loop: LoopContext, sources: UDPSourceBuckets, logger: Logger) {
         self.sources = sources
@@ -60,6 +59,7 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
         limits.maxPayloadBytes = min(limits.maxPayloadBytes, max(maxDatagram - Wire.headerSize, 0))
         decoder = FrameDecoder(limits: limits, receiver: .server, requireChecksum: true)
         unusedLocal = LocalGCRA(loop.configuration.admission.anonymous)
+        session.reset(id: 0, now: 0)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -78,62 +78,87 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
         let size = envelope.data.readableBytes
         loop.metrics.udpDatagrams.increment()
         // A reply may not be larger than its request, and the smallest reply is an error frame.
-        guard size >= Wire.headerSize + Wire.errorPrefixSize, !shuttingDown else {
+        guard size >= Wire.headerSize + Wire.errorPrefixSize, !session.finished else {
             loop.metrics.udpDropped.increment()
             return
         }
         let now = monotonicNanoseconds()
         let requester = Requester(
             client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds(), source: sources.buckets[Self.bucket(of: envelope.remoteAddress)])
-        scratch.reset()
-        let full = pending.count - pendingHead >= Self.maxPendingAcks
-        envelope.data.withUnsafeReadableBytes { bytes in
-            if size > maxDatagram {
-                // The header's request id only if the header can be read (PROTOCOL.md §3): else 0.
-                let readable = bytes[0] == 0x52 && bytes[1] == 0x46 && bytes[2] == Wire.version
-                let id = readable ? bytes.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian : 0
-                _ = loop.answer(
-                    ProtocolError(code: .frameTooLarge, message: "datagram of \(size) bytes is over this server's \(maxDatagram)-byte limit", requestID: id),
-                    replies: &scratch, maxReplyBytes: size, flags: .checksum)
-                return
-            }
-            do throws(ProtocolError) {
-                guard let frame = try decoder.decode(bytes, endOfInput: true) else { return }
-                guard frame.frameLength == size else {
-                    _ = loop.answer(
-                        ProtocolError(code: .malformedPayload, message: "datagram holds \(size - frame.frameLength) bytes after its frame: one frame per datagram", requestID: frame.header.requestID),
-                        replies: &scratch, maxReplyBytes: size, flags: .checksum)
-                    return
-                }
-                if full, case .entryBatch = frame.payload {
-                    loop.metrics.throttledServerBusy.increment()
-                    _ = loop.answerBusy(requestID: frame.header.requestID, replies: &scratch, flags: .checksum)
-                    return
-                }
-                _ = loop.answer(frame, requester: requester, anonymous: &unusedLocal, replies: &scratch, maxReplyBytes: size)
-            } catch {
-                loop.metrics.frameErrors.increment()
-                _ = loop.answer(error, replies: &scratch, maxReplyBytes: size, flags: .checksum)
-            }
-        }
-        guard let mark = scratch.marks.last, scratch.out.readableBytes > 0, scratch.out.readableBytes <= size else {
-            loop.metrics.udpDropped.increment()
+        let full = session.replies.marks.count - sent >= Self.maxPendingAcks
+        let marksBefore = session.replies.marks.count
+        envelope.data.withUnsafeReadableBytes { bytes in answer(bytes, size: size, requester: requester, full: full) }
+        guard session.replies.marks.count == marksBefore + 1 else {
+            loop.metrics.udpDropped.increment()  // nothing to answer (cannot happen: every path replies)
             return
         }
-        let reply = scratch.out.getSlice(at: scratch.out.readerIndex, length: scratch.out.readableBytes) ?? ByteBuffer()
-        if mark.ticket == 0
-            && (mark.lsn == 0 || (loop.failure == nil && loop.isDurable(CommitPoint(lsn: mark.lsn)) && pendingHead == pending.count))
-        {
-            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: reply)), promise: nil)
-        } else {
-            pending.append(
-                PendingAck(
-                    lsn: mark.lsn, requestID: mark.requestID, to: envelope.remoteAddress, reply: reply,
-                    deferred: mark.ticket != 0 ? scratch : nil, requestSize: size))
-            if !waiting {
-                waiting = true
-                loop.wait(self)
+        peers.append(Peer(address: envelope.remoteAddress, requestSize: size))
+        settle()
+    }
+
+    /// Answers one datagram into the session's reply queue: exactly one reply, never larger than
+    /// the request (errors are cut to fit; an ack or pong is never larger than its request).
+    private func answer(_ bytes: UnsafeRawBufferPointer, size: Int, requester: Requester, full: Bool) {
+        if size > maxDatagram {
+            // The header's request id only if the header can be read (PROTOCOL.md §3): else 0.
+            let readable = bytes[0] == 0x52 && bytes[1] == 0x46 && bytes[2] == Wire.version
+            let id = readable ? bytes.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian : 0
+            _ = loop.answer(
+                ProtocolError(code: .frameTooLarge, message: "datagram of \(size) bytes is over this server's \(maxDatagram)-byte limit", requestID: id),
+                replies: &session.replies, maxReplyBytes: size, flags: .checksum)
+            return
+        }
+        do throws(ProtocolError) {
+            guard let frame = try decoder.decode(bytes, endOfInput: true) else { return }
+            guard frame.frameLength == size else {
+                _ = loop.answer(
+                    ProtocolError(code: .malformedPayload, message: "datagram holds \(size - frame.frameLength) bytes after its frame: one frame per datagram", requestID: frame.header.requestID),
+                    replies: &session.replies, maxReplyBytes: size, flags: .checksum)
+                return
             }
+            if full, case .entryBatch = frame.payload {
+                loop.metrics.throttledServerBusy.increment()
+                _ = loop.answerBusy(requestID: frame.header.requestID, replies: &session.replies, flags: .checksum)
+                return
+            }
+            _ = loop.answer(frame, requester: requester, anonymous: &unusedLocal, replies: &session.replies, maxReplyBytes: size)
+        } catch {
+            loop.metrics.frameErrors.increment()
+            _ = loop.answer(error, replies: &session.replies, maxReplyBytes: size, flags: .checksum)
+        }
+    }
+
+    /// Sends each reply that is released now as its own datagram, in order; waits for the next
+    /// commit if one is not; closes the socket at shutdown once none is left.
+    private func settle() {
+        guard let context else { return }
+        _ = session.replies.advance(loop)
+        let marks = session.replies.marks
+        while sent < session.replies.markHead {
+            let peer = peers[sent]
+            let length = marks[sent].end - session.replies.out.readerIndex
+            guard var reply = session.replies.out.readSlice(length: length) else { break }
+            if reply.readableBytes > peer.requestSize {
+                // Replaced at commit by a longer error (the ledger's message): cut to fit.
+                var cut = ReplyQueue()
+                _ = loop.answer(
+                    ProtocolError(code: .unavailable, message: "the batch was not stored", requestID: marks[sent].requestID), replies: &cut,
+                    maxReplyBytes: peer.requestSize, flags: marks[sent].flags)
+                reply = cut.out
+            }
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: peer.address, data: reply)), promise: nil)
+            sent += 1
+        }
+        let dropped = session.replies.compact()
+        if dropped > 0 {
+            if dropped == peers.count { peers.removeAll(keepingCapacity: true) } else { peers.removeFirst(dropped) }
+            sent -= dropped
+        }
+        if !session.replies.hasUnreleased {
+            if session.finished { context.close(promise: nil) }
+        } else if !waiting {
+            waiting = true
+            loop.wait(self)
         }
     }
 
@@ -150,57 +175,16 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
     /// Sends the acks the log has made durable, in order.
     func durabilityAdvanced() {
         waiting = false
-        guard let context else { return }
-        while pendingHead < pending.count {
-            let p = pending[pendingHead]
-            if let failure = loop.failure {
-                var reply = ReplyQueue()
-                _ = loop.answer(
-                    ProtocolError(code: .unavailable, message: "entries are not being acknowledged: \(failure)", requestID: p.requestID),
-                    replies: &reply, maxReplyBytes: p.reply.readableBytes, flags: .checksum)
-                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: p.to, data: reply.out)), promise: nil)
-            } else if var queue = p.deferred {
-                // The ledger decides this batch at commit: send once it has (an ack, or UNAVAILABLE).
-                _ = queue.advance(loop)
-                if queue.hasUnreleased {
-                    pending[pendingHead].deferred = queue
-                    break
-                }
-                var reply = queue.out
-                if reply.readableBytes > p.requestSize {
-                    var cut = ReplyQueue()
-                    _ = loop.answer(
-                        ProtocolError(code: .unavailable, message: "the batch was not stored", requestID: p.requestID), replies: &cut,
-                        maxReplyBytes: p.requestSize, flags: .checksum)
-                    reply = cut.out
-                }
-                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: p.to, data: reply)), promise: nil)
-            } else if loop.isDurable(CommitPoint(lsn: p.lsn)) {
-                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: p.to, data: p.reply)), promise: nil)
-            } else {
-                break
-            }
-            pendingHead += 1
-        }
-        if pendingHead == pending.count {
-            pending.removeAll(keepingCapacity: true)
-            pendingHead = 0
-            if shuttingDown { context.close(promise: nil) }
-        } else if !waiting {
-            waiting = true
-            loop.wait(self)
-        }
-        context.flush()
+        settle()
+        context?.flush()
     }
 
     /// Takes no more datagrams; closes the socket once every held ack is sent.
     func beginShutdown() {
-        shuttingDown = true
-        if !hasPending { context?.close(promise: nil) }
+        session.finished = true
+        settle()
+        context?.flush()
     }
-
-    /// Acks still waiting for the log (shutdown waits for them).
-    var hasPending: Bool { pendingHead < pending.count }
 
     /// The bucket of a source: the IPv4 address, or the IPv6 /64 prefix (a host controls the rest).
     static func bucket(of address: SocketAddress) -> Int {

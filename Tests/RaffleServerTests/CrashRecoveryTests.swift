@@ -30,7 +30,10 @@ final class RaffledProcess: @unchecked Sendable {
         process.executableURL = Self.executable
         process.arguments = ["--port", "0", "--data", data, "--loops", "2", "--log-level", "warning"] + extra
         process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
+        // Its errors go to a file beside the data directory, for the message if it does not start.
+        let errors = data + ".stderr"
+        _ = FileManager.default.createFile(atPath: errors, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: errors) ?? FileHandle.nullDevice
         try process.run()
         // The first line says where it listens: "raffled listening on http://127.0.0.1:PORT ...".
         var text = ""
@@ -43,7 +46,9 @@ final class RaffledProcess: @unchecked Sendable {
         }
         guard let range = text.range(of: "127.0.0.1:"), let port = Int(text[range.upperBound...].prefix { $0.isNumber }) else {
             process.terminate()
-            throw HTTP2ClientError("raffled did not start: \(text)")
+            process.waitUntilExit()
+            let why = (try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""
+            throw HTTP2ClientError("raffled did not start: \(text)\(why)")
         }
         self.port = port
         // With no --admin-keys, raffled makes DATA/admin.key at first start and reuses it after.
@@ -56,6 +61,23 @@ final class RaffledProcess: @unchecked Sendable {
         try await withCheckedThrowingContinuation { continuation in
             Thread { continuation.resume(with: Result { try RaffledProcess(data: data, extra: extra) }) }.start()
         }
+    }
+
+    /// Starts raffled on a free main port (raw TCP and UDP take the two after it), choosing again
+    /// when another process took one of them first: ports are chosen before raffled binds them, so
+    /// tests running in parallel can race for one.
+    static func launch(data: String, onFreePort extra: @Sendable (Int) -> [String]) async throws -> RaffledProcess {
+        var lastError: (any Error)?
+        for _ in 0..<3 {
+            let port = try freePort(following: 2)
+            do {
+                return try await launch(data: data, extra: extra(port))
+            } catch {
+                guard "\(error)".contains("cannot listen") else { throw error }
+                lastError = error
+            }
+        }
+        throw lastError ?? HTTP2ClientError("raffled did not start")
     }
 
     /// The admin key raffled made in its data directory.

@@ -34,7 +34,7 @@ struct HTTPVectorTests {
             stream.status = 429
             stream.retryAfterMilliseconds = UInt32(try #require(c["retry_after_ms"] as? Int))
             var fields: [String: String] = [:]
-            stream.extraResponseFields(durability: .fsync) { fields["\($0)"] = $1 }
+            stream.responseFields(durability: .fsync) { fields["\($0)"] = $1 }
             #expect(fields["retry-after"] == c["retry_after"] as? String, "\(c)")
         }
     }

@@ -290,14 +290,15 @@ struct SharedAddressTests {
     @Test func twoProcessesShareThePortsWithReusePort() async throws {
         try await withPostgres { pg in
             let dir = TempDir()
-            let port = try freePort(following: 2)
             // One admin key for both nodes (either may answer a connection).
             let key = String(repeating: "k", count: 40)
             let keys = dir.path + "/keys.json"
             try #"{"keys":[{"name":"ops","key":"\#(key)"}]}"#.write(toFile: keys, atomically: true, encoding: .utf8)
-            let extra = ["--ledger", pg.url, "--reuse-port", "--port", String(port), "--admin-keys", keys]
-            let a = try await RaffledProcess.launch(data: dir.path + "/a", extra: extra)
-            let b = try await RaffledProcess.launch(data: dir.path + "/b", extra: extra)
+            let url = pg.url
+            let extra = { @Sendable (port: Int) in ["--ledger", url, "--reuse-port", "--port", String(port), "--admin-keys", keys] }
+            let a = try await RaffledProcess.launch(data: dir.path + "/a", onFreePort: extra)
+            let port = a.port
+            let b = try await RaffledProcess.launch(data: dir.path + "/b", extra: extra(port))
             defer { b.kill9() }
             #expect(a.port == port && b.port == port)
             let admin = try await HTTP2Client.connect(host: "127.0.0.1", port: port, group: ServerFixture.group)
@@ -323,9 +324,10 @@ struct SharedAddressTests {
         }
         try await withPostgres { pg in
             let dir = TempDir()
-            let (pa, pb, lb, lbTCP) = (try freePort(following: 2), try freePort(following: 2), try freePort(), try freePort())
-            let a = try await RaffledProcess.launch(data: dir.path + "/a", extra: ["--ledger", pg.url, "--port", String(pa)])
-            let b = try await RaffledProcess.launch(data: dir.path + "/b", extra: ["--ledger", pg.url, "--port", String(pb)])
+            let url = pg.url
+            let a = try await RaffledProcess.launch(data: dir.path + "/a") { ["--ledger", url, "--port", String($0)] }
+            let b = try await RaffledProcess.launch(data: dir.path + "/b") { ["--ledger", url, "--port", String($0)] }
+            let (pa, pb, lb, lbTCP) = (a.port, b.port, try freePort(), try freePort())
             defer { b.kill9() }
             let haproxy = Process()
             haproxy.executableURL = URL(fileURLWithPath: "/usr/sbin/haproxy")

@@ -61,6 +61,31 @@ struct ReplyQueueTests {
         #expect(!queue.hasUnreleased && queue.deferred.isEmpty)
     }
 
+    @Test func takenBytesAreReclaimedWhileARepliesWait() throws {
+        var queue = ReplyQueue()
+        for k in 0..<3_000 { pong(UInt64(k), requestID: UInt64(k + 1), in: &queue) }
+        _ = queue.advance(loop)
+        _ = queue.out.readSlice(length: queue.sendable)
+        try reserve([40, 41], requestID: 9_000, in: &queue)
+        pong(1, requestID: 9_001, in: &queue)
+        let taken = queue.out.readerIndex
+        #expect(taken >= ReplyQueue.reclaimBytes)
+        let dropped = queue.compact()
+        #expect(dropped == 3_000, "the sent replies' marks are dropped")
+        #expect(queue.out.readerIndex == 0 && queue.marks.count == 2 && queue.markHead == 0 && queue.released == 0)
+        let again = queue.compact()
+        #expect(again == 0, "nothing more to reclaim while the ack waits")
+        ledger.commit(elsewhere: [41])
+        let moved = queue.advance(loop)
+        #expect(moved)
+        let frames = try released(queue)
+        #expect(frames.map(\.requestID) == [9_000, 9_001], "the waiting replies moved intact")
+        #expect(frames.first?.outcomes == [.accepted, .alreadyEntered], "the reserved ack patched at its new place")
+        _ = queue.out.readSlice(length: queue.sendable)
+        let last = queue.compact()
+        #expect(last == 2 && queue.out.writerIndex == 0, "all sent: the buffer starts over")
+    }
+
     @Test func aFailedCommitReplacesTheAckAndMovesWhatFollows() throws {
         var queue = ReplyQueue()
         try reserve([10, 11, 12, 13, 14, 15, 16, 17], requestID: 1, in: &queue, flags: .checksum)
