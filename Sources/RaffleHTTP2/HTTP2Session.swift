@@ -79,13 +79,21 @@ public final class HTTP2Session {
     public enum Role: Sendable { case server, client }
 
     private var session: OpaquePointer?
+    /// A server's checks of the client's frames that nghttp2 leaves out (nil on a client, and once
+    /// one failed).
+    private var rules: FrameRules?
     /// The delegate; the session must not outlive it (the owner deletes the session first).
     public unowned(unsafe) var delegate: any HTTP2SessionDelegate
 
     /// An error from nghttp2 (a negative return code) with its text.
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public var code: Int
-        public var description: String { "nghttp2: " + String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: code))) }
+        /// Set when the session itself ended the connection for a rule nghttp2 does not check
+        /// (see `FrameRules`); a GOAWAY with the rule's code is queued for `drainOutput`.
+        public var reason: String?
+        public var description: String {
+            reason.map { "protocol violation: " + $0 } ?? "nghttp2: " + String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: code)))
+        }
     }
 
     /// Creates a session. A server session expects the client preface; a client session sends it.
@@ -106,6 +114,7 @@ public final class HTTP2Session {
             ? nghttp2_session_server_new2(&session, Callbacks.shared.pointer, user, option)
             : nghttp2_session_client_new2(&session, Callbacks.shared.pointer, user, option)
         guard rc == 0 else { throw Failure(code: Int(rc)) }
+        if role == .server { rules = FrameRules() }
     }
 
     deinit { close() }
@@ -138,6 +147,17 @@ public final class HTTP2Session {
     @discardableResult
     public func receive(_ bytes: UnsafeRawBufferPointer) throws(Failure) -> Int {
         guard let session, let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
+        if let violation = rules?.scan(bytes) ?? nil {
+            // nghttp2 takes what came before the offending frame; then the connection ends with the
+            // rule's code (GOAWAY on the next drainOutput).
+            rules = nil
+            if violation.offset > 0 {
+                let n = nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), violation.offset)
+                if n < 0 { throw Failure(code: n) }
+            }
+            nghttp2_session_terminate_session(session, violation.errorCode)
+            throw Failure(code: 0, reason: violation.reason)
+        }
         let n = nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), bytes.count)
         if n < 0 { throw Failure(code: n) }
         return n

@@ -31,9 +31,9 @@ let adminKey = ProcessInfo.processInfo.environment["RAFFLE_ADMIN_KEY"] ?? ""
 let created = try await first.request(
     method: "POST", path: "/v1/raffles", headers: [("authorization", "Bearer " + adminKey)], body: Array(#"{"title":"ingest","durationSeconds":86400}"#.utf8))
 guard created.status == 201, let text = created.body.getString(at: created.body.readerIndex, length: created.body.readableBytes),
-    let idRange = text.range(of: #""id":"#), let raffle = UInt64(text[idRange.upperBound...].prefix { $0.isNumber })
+    let idRange = text.range(of: #""id":"#), let raffle = UInt64(text[idRange.upperBound...].drop { $0 == "\"" }.prefix { $0.isNumber })  // ids are JSON strings
 else {
-    print("cannot create a raffle: \(created.status)")
+    print("cannot create a raffle: HTTP \(created.status) \(String(buffer: created.body))")
     exit(1)
 }
 var clients = [first]
