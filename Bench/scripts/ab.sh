@@ -56,8 +56,11 @@ open(sys.argv[1], 'wb').write(b'RF' + struct.pack('<BBHHIQ', 1, 1, 0, 0, len(p),
 PY
 
 # start BIN PORT DIR: a raffled on one pinned core, waited for (bounded).
+# taskset in front of the server itself (not a shell function) so $! is the server's pid.
+server_pin=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then server_pin=(taskset -c 0); fi
 start() {
-  pin 0 "$1" --port "$2" --data "$3" --loops 1 --durability fsync --log-level warning --global-rate 0 \
+  "${server_pin[@]}" "$1" --port "$2" --data "$3" --loops 1 --durability fsync --log-level warning --global-rate 0 \
     --anonymous-rate 1000000000 >"$3.log" 2>&1 &
   echo $! >"$3.pid"
   for _ in $(seq 100); do curl -s --http2-prior-knowledge "http://127.0.0.1:$2/healthz" >/dev/null && return 0; sleep 0.1; done
