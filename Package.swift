@@ -233,7 +233,7 @@ let package = Package(
         // Helpers shared by the test targets (temporary directories, frame builders).
         .target(
             name: "RaffleTestSupport",
-            dependencies: ["RaffleWire"],
+            dependencies: ["RaffleWire", "RaffleStorage"],
             path: "Tests/RaffleTestSupport",
             swiftSettings: strict
         ),

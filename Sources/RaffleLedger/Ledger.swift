@@ -151,8 +151,15 @@ public protocol Ledger: AnyObject, Sendable {
     /// How acknowledged entries are made durable.
     var durability: LedgerDurability { get }
 
-    /// Why the ledger stopped acknowledging (storage failure), or nil while healthy.
+    /// Why the ledger stopped acknowledging for good (storage failure), or nil while healthy.
     var failureReason: String? { get }
+
+    /// Why the ledger is refusing new entries for now (the disk is full), or nil. It recovers by
+    /// itself; `onStall` is told when it begins and ends.
+    var stallReason: String? { get }
+
+    /// Registers a callback (on a ledger thread) told when a stall begins (why) and ends (nil).
+    func onStall(_ callback: @escaping @Sendable (String?) -> Void)
 
     /// Flushes and stops. After this, `admit` answers `.unavailable`. Returns why the ledger had
     /// failed before stopping, if it had.
@@ -168,4 +175,9 @@ extension Ledger {
 
     /// No backlog to report.
     public func backlog() -> (pending: UInt64, durable: UInt64) { (0, 0) }
+
+    /// A ledger without a local disk never stalls.
+    public var stallReason: String? { nil }
+
+    public func onStall(_ callback: @escaping @Sendable (String?) -> Void) {}
 }

@@ -90,9 +90,13 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
     /// (unless `startLog` is false: then nothing becomes durable until the caller runs `log.start()`,
     /// which lets tests hold commits back).
     /// - Throws: `LogCorruption` (file and offset) or `LogFailure`; see `WriteAheadLog.open`.
-    public init(directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, startLog: Bool = true) throws {
+    /// `files` is the log's file-system seam (tests inject storage faults through it).
+    public init(
+        directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, files: any LogFileSystem = POSIXFileSystem(),
+        startLog: Bool = true
+    ) throws {
         var replayed = State()
-        let (log, report) = try WriteAheadLog.open(directory: directory, durability: durability, segmentBytes: segmentBytes) {
+        let (log, report) = try WriteAheadLog.open(directory: directory, durability: durability, segmentBytes: segmentBytes, files: files) {
             kind, reader in try Self.apply(kind, &reader, to: &replayed)
         }
         // Raffles closed before the restart: recompute their published draw (deterministic).
@@ -149,6 +153,11 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
     public func admit(_ batch: EntryBatchView, now: Int64, outcomes: UnsafeMutableBufferPointer<EntryOutcome>) -> Admission {
         let n = batch.count
         guard outcomes.count >= n else { return .unavailable("outcome buffer too small") }
+        if log.isStalled {
+            // Nothing more is taken while the log waits for space: what waits is bounded, and the
+            // client hears why at once (UNAVAILABLE: retry later).
+            return .unavailable("the server's disk is full: entries are not being stored until space returns")
+        }
         return lock.withLock { _ -> Admission in
             guard let raffle = table.raffles[batch.raffleID] else { return .unknownRaffle }
             let valid = batch.validate(maxTicketsPerEntry: raffle.spec.maxTicketsPerUser, into: outcomes)
@@ -321,6 +330,10 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
     }
 
     public var failureReason: String? { log.failure?.message }
+
+    public var stallReason: String? { log.isStalled ? log.stallReason : nil }
+
+    public func onStall(_ callback: @escaping @Sendable (String?) -> Void) { log.addStallListener(callback) }
 
     public var durability: LedgerDurability { log.durability == .fsync ? .fsync : .none }
 

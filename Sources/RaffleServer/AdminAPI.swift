@@ -112,10 +112,16 @@ struct AdminAPI: Sendable {
             // Alive: the process answers. Whether it can take entries is /readyz's question.
             return .now(AdminResponse(
                 status: 200,
-                json: Self.json(["status": "ok", "durability": durability.rawValue, "ledger": ledger.failureReason == nil ? "ok" : "failing"])))
+                json: Self.json([
+                    "status": "ok", "durability": durability.rawValue,
+                    "ledger": ledger.failureReason != nil ? "failing" : ledger.stallReason != nil ? "stalled" : "ok",
+                ])))
         case (true, _, 1) where parts[0] == "readyz":
             if let failure = ledger.failureReason {
                 return .now(AdminResponse(status: 503, json: Self.json(["status": "failing", "error": failure])))
+            }
+            if let stall = ledger.stallReason {
+                return .now(AdminResponse(status: 503, json: Self.json(["status": "stalled", "error": stall])))
             }
             if state.isShuttingDown { return .now(AdminResponse(status: 503, json: Self.json(["status": "shutting_down"]))) }
             return .now(AdminResponse(status: 200, json: Self.json(["status": "ready", "durability": durability.rawValue])))

@@ -110,7 +110,18 @@ extension StreamState {
     /// Releases the replies that are durable now; true if any was. Records the ack latency of
     /// frame replies (`now` is read only then).
     mutating func advance(_ loop: LoopContext, now: () -> UInt64) -> Bool {
-        if loop.failure != nil && hasUnreleased && replies.markHead == 0 && !headersSubmitted {
+        if let failure = loop.failure, hasUnreleased, !headersSubmitted, bodyKind != .frames,
+            !loop.isDurable(CommitPoint(lsn: replies.marks[replies.markHead].lsn))
+        {
+            // An admin answer waiting for a commit that will never come (e.g. a raffle's creation):
+            // a JSON error in its place, not a frame.
+            replies.reset()
+            answer(AdminResponse(status: 503, json: AdminAPI.errorJSON("not stored: \(failure)")))
+        }
+        let waitsForLedger =
+            hasUnreleased
+            && (replies.marks[replies.markHead].ticket != 0 || !loop.isDurable(CommitPoint(lsn: replies.marks[replies.markHead].lsn)))
+        if loop.failure != nil && waitsForLedger && replies.markHead == 0 && !headersSubmitted {
             status = 503  // the first reply will be the UNAVAILABLE error
         }
         let progressed = replies.advance(loop)

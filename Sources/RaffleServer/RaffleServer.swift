@@ -138,7 +138,25 @@ public final class RaffleServer: Service, Sendable {
         let all = contexts
         // Backpressure: after each commit, tell admission how far the ledger lags and how fast it drains.
         let lastCommit = Mutex<(durable: UInt64, at: UInt64)>((ledger.backlog().durable, monotonicNanoseconds()))
+        // Storage trouble is said once, loudly, with a metric: a failure (nothing more is
+        // acknowledged until restart) and a stall (the disk is full; it resumes by itself).
+        let failureSaid = Atomic<Bool>(false)
+        metrics.storageStalled.record(0)
+        ledger.onStall { reason in
+            metrics.storageStalled.record(reason == nil ? 0 : 1)
+            if let reason {
+                logger.error("storage stalled: new entries are refused (UNAVAILABLE) until space returns", metadata: ["reason": "\(reason)"])
+            } else {
+                logger.notice("storage resumed: the log is writing again")
+            }
+        }
         ledger.onCommit { [ledger] result in
+            if case .failure(let error) = result, !failureSaid.exchange(true, ordering: .relaxed) {
+                metrics.storageFailures.increment()
+                logger.critical(
+                    "storage failed: no entry is acknowledged from now on; restart raffled once the storage is fixed",
+                    metadata: ["error": "\(error.message)"])
+            }
             let now = monotonicNanoseconds()
             let (pending, durable) = ledger.backlog()
             let (drained, over) = lastCommit.withLock { last -> (UInt64, UInt64) in

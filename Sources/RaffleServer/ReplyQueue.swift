@@ -74,7 +74,15 @@ struct ReplyQueue {
 
     /// Moves `released` past every reply that is durable now; true if it moved.
     mutating func advance(_ loop: LoopContext) -> Bool {
-        if let failure = loop.failure, hasUnreleased { failUnreleased(failure) }
+        let progressed = release(loop)
+        // The ledger failed: what is still waiting will never be durable; each becomes UNAVAILABLE.
+        guard let failure = loop.failure, hasUnreleased else { return progressed }
+        failUnreleased(failure)
+        return release(loop) || progressed
+    }
+
+    /// Moves `released` past every reply that needs nothing more (durable, decided, or never waited).
+    private mutating func release(_ loop: LoopContext) -> Bool {
         var r = released
         while markHead < marks.count {
             if marks[markHead].ticket != 0 {

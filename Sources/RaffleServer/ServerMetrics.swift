@@ -32,6 +32,10 @@ final class ServerMetrics: Sendable {
     let udpDropped: CoreMetrics.Counter
     let ackLatency: CoreMetrics.Timer
     let logCommits: CoreMetrics.Counter
+    /// Storage failures (the ledger stopped acknowledging for good): 0 or 1 per process.
+    let storageFailures: CoreMetrics.Counter
+    /// 1 while the ledger waits for disk space.
+    let storageStalled: CoreMetrics.Gauge
     private let lastCommits = Atomic<UInt64>(0)
     private let entriesPerCommit: CoreMetrics.Gauge
     private let indexBytes: CoreMetrics.Gauge
@@ -53,6 +57,8 @@ final class ServerMetrics: Sendable {
         entriesDuplicate = Counter(label: "raffled_entries_total", dimensions: [("outcome", "already_entered")], factory: factory)
         entriesRejected = Counter(label: "raffled_entries_total", dimensions: [("outcome", "rejected")], factory: factory)
         batches = Counter(label: "raffled_batches_total", factory: factory)
+        storageFailures = Counter(label: "raffled_storage_failures_total", factory: factory)
+        storageStalled = Gauge(label: "raffled_storage_stalled", factory: factory)
         bytesReceived = Counter(label: "raffled_entry_bytes_received_total", factory: factory)
         frameErrors = Counter(label: "raffled_frame_errors_total", factory: factory)
         throttledPoolExhausted = Counter(label: "raffled_throttled_total", dimensions: [("reason", "ingest_buffers_full")], factory: factory)

@@ -11,12 +11,14 @@ import RaffleCRC32C
 struct WriterState: ~Copyable {
     // Non-copyable so the file descriptor has exactly one owner.
     let directory: String
+    let files: any LogFileSystem
     private(set) var fd: Int32
     private(set) var segment: Int
     private(set) var size: Int
 
-    init(directory: String, segment: Int, fd: Int32, size: Int) {
+    init(directory: String, files: any LogFileSystem, segment: Int, fd: Int32, size: Int) {
         self.directory = directory
+        self.files = files
         self.segment = segment
         self.fd = fd
         self.size = size
@@ -27,54 +29,62 @@ struct WriterState: ~Copyable {
         return directory + "/wal-" + String(repeating: "0", count: max(0, 8 - n.count)) + n + ".log"
     }
 
-    /// Creates segment `segment` and fsyncs the directory so the new file's name is durable.
-    static func create(directory: String, segment: Int) throws(LogFailure) -> Int32 {
+    /// Creates segment `segment` and fsyncs the directory so the new file's name is durable; if that
+    /// cannot be done the file is removed again (a retry after a full disk creates it afresh).
+    static func create(directory: String, segment: Int, files: any LogFileSystem) throws(LogFailure) -> Int32 {
         let path = path(directory, segment)
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw LogFailure(message: "cannot create \(path): \(errnoText())") }
-        try syncDirectory(directory)
+        let fd: Int32
+        do throws(FileError) { fd = try files.create(path) } catch {
+            throw LogFailure(message: "cannot create \(path): \(error)", outOfSpace: error.isOutOfSpace)
+        }
+        do throws(FileError) { try files.syncDirectory(directory) } catch {
+            files.close(fd)
+            files.remove(path)
+            throw LogFailure(message: "fsync of directory \(directory) failed: \(error)")
+        }
         return fd
     }
 
-    static func syncDirectory(_ directory: String) throws(LogFailure) {
-        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dfd >= 0 else { throw LogFailure(message: "cannot open directory \(directory): \(errnoText())") }
-        defer { Glibc.close(dfd) }
-        guard fsync(dfd) == 0 else { throw LogFailure(message: "fsync of directory \(directory) failed: \(errnoText())") }
-    }
-
+    /// Appends `batch` to the open segment, rolling to a new one first when it would pass
+    /// `segmentBytes`. Out of space (`LogFailure.outOfSpace`): what was written of the batch is cut
+    /// off again, so the segment ends at the last whole record and the batch can be written later.
     mutating func write(_ batch: ByteArray, segmentBytes: Int) throws(LogFailure) {
         if size > 0 && size + batch.count > segmentBytes {
             // Roll: make the old segment durable, then start a new one (the directory is synced).
-            guard fdatasync(fd) == 0 else { throw LogFailure(message: "fdatasync of \(Self.path(directory, segment)) failed: \(errnoText())") }
-            Glibc.close(fd)
-            fd = -1
+            // The old one stays open until the new one exists, so a full disk leaves this state intact.
+            try sync()
+            let next = try Self.create(directory: directory, segment: segment + 1, files: files)
+            files.close(fd)
+            fd = next
             segment += 1
-            fd = try Self.create(directory: directory, segment: segment)
             size = 0
         }
         var written = 0
         while written < batch.count {
-            let n = Glibc.write(fd, batch.base + written, batch.count - written)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw LogFailure(message: "write to \(Self.path(directory, segment)) failed: \(errnoText())")
+            do throws(FileError) {
+                written += try files.write(fd, UnsafeRawBufferPointer(start: batch.base + written, count: batch.count - written))
+            } catch {
+                let path = Self.path(directory, segment)
+                guard error.isOutOfSpace else { throw LogFailure(message: "write to \(path) failed: \(error)") }
+                do throws(FileError) { try files.truncate(fd, to: size) } catch {
+                    throw LogFailure(message: "write to \(path) ran out of space and cutting off the partial write failed: \(error)")
+                }
+                throw LogFailure(message: "no space left for the log at \(path): \(error)", outOfSpace: true)
             }
-            written += n
         }
         size += written
     }
 
     func sync() throws(LogFailure) {
-        guard fdatasync(fd) == 0 else {
-            throw LogFailure(message: "fdatasync of \(Self.path(directory, segment)) failed: \(errnoText())")
+        do throws(FileError) { try files.dataSync(fd) } catch {
+            throw LogFailure(message: "fdatasync of \(Self.path(directory, segment)) failed: \(error)")
         }
     }
 
     mutating func close() {
         if fd >= 0 {
-            _ = fdatasync(fd)
-            Glibc.close(fd)
+            try? files.dataSync(fd)
+            files.close(fd)
             fd = -1
         }
     }
@@ -125,7 +135,7 @@ extension WriteAheadLog {
     /// - Throws: `LogCorruption` naming the file and offset when a record before the tail is damaged;
     ///   `LogFailure` when the directory or files cannot be used; any error `apply` throws.
     public static func open(
-        directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20,
+        directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, files: any LogFileSystem = POSIXFileSystem(),
         apply: (RecordKind, inout RecordReader) throws -> Void
     ) throws -> (WriteAheadLog, ReplayReport) {
         do {
@@ -162,12 +172,15 @@ extension WriteAheadLog {
         let state: WriterState
         if let last {
             let path = WriterState.path(directory, last.segment)
-            let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
-            guard fd >= 0 else { throw LogFailure(message: "cannot open \(path) for appending: \(errnoText())") }
-            if report.truncatedTail != nil { guard fsync(fd) == 0 else { throw LogFailure(message: "fsync of \(path) failed: \(errnoText())") } }
-            state = WriterState(directory: directory, segment: last.segment, fd: fd, size: last.size)
+            let fd: Int32
+            do throws(FileError) { fd = try files.openForAppending(path) } catch {
+                throw LogFailure(message: "cannot open \(path) for appending: \(error)")
+            }
+            state = WriterState(directory: directory, files: files, segment: last.segment, fd: fd, size: last.size)
+            if report.truncatedTail != nil { try state.sync() }
         } else {
-            state = WriterState(directory: directory, segment: 1, fd: try WriterState.create(directory: directory, segment: 1), size: 0)
+            let fd = try WriterState.create(directory: directory, segment: 1, files: files)
+            state = WriterState(directory: directory, files: files, segment: 1, fd: fd, size: 0)
         }
         let log = WriteAheadLog(directory: directory, durability: durability, segmentBytes: segmentBytes, writer: state, startLSN: lsn)
         return (log, report)

@@ -19,8 +19,14 @@ public enum Durability: String, Sendable, CaseIterable {
 public struct LogFailure: Error, Hashable, Sendable, CustomStringConvertible {
     /// What failed, with the OS error.
     public var message: String
+    /// The file system was full when a write was tried: the write was undone and may be retried
+    /// (the log waits for space instead of failing).
+    public var outOfSpace: Bool
     /// Creates a failure.
-    public init(message: String) { self.message = message }
+    public init(message: String, outOfSpace: Bool = false) {
+        self.message = message
+        self.outOfSpace = outOfSpace
+    }
     public var description: String { message }
 }
 
@@ -37,11 +43,20 @@ public struct LogFailure: Error, Hashable, Sendable, CustomStringConvertible {
 /// `[u32 body length][u32 CRC32C(body)][body]` (little-endian); a new segment starts when the current
 /// one passes `segmentBytes`, and the directory is fsynced when a segment is created.
 ///
-/// A write or fsync error stops the log for good: it stops acknowledging (listeners get the failure,
-/// later appends are refused) rather than retry and risk acknowledging lost data.
+/// A sync error stops the log for good: it stops acknowledging (listeners get the failure, later
+/// appends are refused) rather than retry and risk acknowledging lost data — after a failed
+/// `fdatasync` the kernel may have dropped the dirty pages, so a second sync that succeeds proves
+/// nothing (PostgreSQL's fsync lesson). So does any write error but one: a full file system
+/// (ENOSPC, EDQUOT). Then the partial write is cut off, the log *stalls* (stall listeners are told,
+/// `isStalled`), keeps the batch unacknowledged and tries it again every `outOfSpaceRetry` until
+/// space returns or the log is stopped.
 public final class WriteAheadLog: Sendable {
     /// Called on the writer thread after each commit with the new durable LSN, or with the failure.
     public typealias CommitListener = @Sendable (Result<UInt64, LogFailure>) -> Void
+    /// Called on the writer thread when a stall begins (with why) and when writing resumes (nil).
+    public typealias StallListener = @Sendable (String?) -> Void
+    /// How often a stalled log tries its batch again.
+    public static let outOfSpaceRetry = Duration.milliseconds(100)
 
     /// Where the segments live.
     public let directory: String
@@ -56,12 +71,15 @@ public final class WriteAheadLog: Sendable {
         var failure: LogFailure?
         var stopping = false
         var listeners: [CommitListener] = []
+        var stallListeners: [StallListener] = []
+        var stallReason: String?
     }
 
     private let shared: Mutex<Shared>
     /// Mirrors of `appendedLSN` and "has failed", readable without the lock on the hot path.
     private let appendedMirror = Atomic<UInt64>(0)
     private let failedFlag = Atomic<Bool>(false)
+    private let stalledFlag = Atomic<Bool>(false)
     private let wake = Condition()
     private let durable = Atomic<UInt64>(0)
     private let commits = Atomic<UInt64>(0)
@@ -90,6 +108,15 @@ public final class WriteAheadLog: Sendable {
     public var commitCount: UInt64 { commits.load(ordering: .relaxed) }
     /// The failure that stopped the log, if any.
     public var failure: LogFailure? { shared.withLock { $0.failure } }
+    /// Whether writes are waiting for disk space (cheap; `stallReason` says why).
+    public var isStalled: Bool { stalledFlag.load(ordering: .acquiring) }
+    /// Why writes are waiting (the file system is full), or nil.
+    public var stallReason: String? { shared.withLock { $0.stallReason } }
+
+    /// Registers a listener told when a stall begins and ends (on the writer thread).
+    public func addStallListener(_ listener: @escaping StallListener) {
+        shared.withLock { $0.stallListeners.append(listener) }
+    }
 
     /// Registers a listener called after every commit (on the writer thread; hop to your own thread).
     public func addCommitListener(_ listener: @escaping CommitListener) {
@@ -143,6 +170,31 @@ public final class WriteAheadLog: Sendable {
         return failure
     }
 
+    /// Writes `batch` and (with `.fsync`) syncs it.
+    private func commit(_ batch: borrowing ByteArray, upTo target: UInt64) -> Result<UInt64, LogFailure> {
+        writer.withLock { w in
+            do throws(LogFailure) {
+                try w.write(batch, segmentBytes: segmentBytes)
+                if durability == .fsync { try w.sync() }
+                return .success(target)
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
+
+    /// Enters (a reason) or leaves (nil) the stall, telling the stall listeners once each way.
+    private func setStall(_ reason: String?) {
+        let listeners: [StallListener]? = shared.withLock { s in
+            guard (s.stallReason == nil) != (reason == nil) else { return nil }
+            s.stallReason = reason
+            return s.stallListeners
+        }
+        guard let listeners else { return }
+        stalledFlag.store(reason != nil, ordering: .releasing)
+        for listener in listeners { listener(reason) }
+    }
+
     private func writerLoop() {
         var batch = ByteArray(capacity: 1 << 20)
         while true {
@@ -152,15 +204,20 @@ public final class WriteAheadLog: Sendable {
                 return (s.appendedLSN, s.stopping, s.listeners)
             }
             if !batch.isEmpty {
-                let outcome: Result<UInt64, LogFailure> = writer.withLock { w in
-                    do throws(LogFailure) {
-                        try w.write(batch, segmentBytes: segmentBytes)
-                        if durability == .fsync { try w.sync() }
-                        return .success(target)
-                    } catch {
-                        return .failure(error)
+                var outcome = commit(batch, upTo: target)
+                // A full file system: the batch was not written (what was, is cut off). Wait for
+                // space and try again; nothing of it is acknowledged meanwhile.
+                while case .failure(let failure) = outcome, failure.outOfSpace {
+                    setStall(failure.message)
+                    if shared.withLock({ $0.stopping }) {
+                        outcome = .failure(
+                            LogFailure(message: "stopped while waiting for disk space: \(batch.count) bytes of records were never written, and none was acknowledged"))
+                        break
                     }
+                    usleep(UInt32(Self.outOfSpaceRetry.components.attoseconds / 1_000_000_000_000))
+                    outcome = commit(batch, upTo: target)
                 }
+                if case .success = outcome, isStalled { setStall(nil) }
                 batch.removeAll()
                 switch outcome {
                 case .success(let lsn):

@@ -123,7 +123,7 @@ struct ClientEndToEndTests {
 
     @Test func aServerThatIsDownGivesAClearErrorAfterTheDeadline() async throws {
         var config = RaffleClientConfiguration(adminKey: testAdminKey)
-        config.deadline = .seconds(2)  // room for several refused connects on a busy machine
+        config.deadline = .seconds(5)  // room for several refused connects on a busy machine (CI runs suites in parallel)
         config.attemptTimeout = .milliseconds(500)  // a connect stalled by a loaded machine still leaves room to retry
         config.backoff = Backoff(base: .milliseconds(20), cap: .milliseconds(100))
         let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: 1), configuration: config)

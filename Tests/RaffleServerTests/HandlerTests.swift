@@ -129,9 +129,14 @@ struct HandlerTests {
             "POST", Wire.entriesPath, headers: [("content-type", Wire.contentType)], body: batchFrame(raffle: info.id, users: [2], requestID: 5))
         try pair.pump()
         #expect(try decodeFrames(Array(buffer: try later.wait().body)).first?.errorCode == .unavailable)
+        // Alive, saying the ledger failed; not ready. (Admin answers stay JSON: a failure does not
+        // turn them into frames.)
         let health = pair.request("GET", "/healthz")
+        let ready = pair.request("GET", "/readyz")
         try pair.pump()
-        #expect(try health.wait().status == 503)
+        let h = try health.wait()
+        #expect(h.status == 200 && String(buffer: h.body).contains(#""ledger":"failing""#))
+        #expect(try ready.wait().status == 503)
     }
 
     @Test func wrongContentTypeIsAnsweredWithoutTouchingTheLedger() throws {

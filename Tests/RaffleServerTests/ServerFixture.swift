@@ -42,15 +42,23 @@ struct ServerFixture {
 
     static let group = MultiThreadedEventLoopGroup.singleton
 
+    /// `files`: the log's file system (a `FaultyFileSystem` to inject storage faults).
     static func start(
-        durability: Durability = .fsync, _ configure: (inout ServerConfiguration) -> Void = { _ in }
+        durability: Durability = .fsync, files: (any LogFileSystem)? = nil, _ configure: (inout ServerConfiguration) -> Void = { _ in }
     ) async throws -> ServerFixture {
         let dir = TempDir()
         var config = ServerConfiguration.forTests(ingestBufferBytes: 4 << 20)
         configure(&config)
-        let server = try await RaffleServer.start(
-            configuration: config, local: LocalLedgerConfiguration(directory: dir.path, durability: durability),
-            logger: .quiet("raffled-test", level: .warning))
+        // Fault tests provoke the storage errors the server logs loudly: keep the test output clean.
+        let logger = files == nil ? Logger.quiet("raffled-test", level: .warning) : Logger(label: "raffled-test") { _ in SwiftLogNoOpLogHandler() }
+        let server =
+            if let files {
+                try await RaffleServer.start(
+                    configuration: config, ledger: try LocalLedger(directory: dir.path, durability: durability, files: files), logger: logger)
+            } else {
+                try await RaffleServer.start(
+                    configuration: config, local: LocalLedgerConfiguration(directory: dir.path, durability: durability), logger: logger)
+            }
         let client = try await HTTP2Client.connect(host: "127.0.0.1", port: server.port, group: group)
         return ServerFixture(server: server, dir: dir, client: client)
     }

@@ -1,0 +1,80 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// An error from a file operation: its `errno`.
+public struct FileError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var code: Int32
+    public init(_ code: Int32) { self.code = code }
+    public var description: String { String(cString: strerror(code)) + " (errno \(code))" }
+    /// No room on the file system (ENOSPC) or the quota is used up (EDQUOT): a failed *write* may be
+    /// undone and tried again once space returns. (A failed sync never is: see `WriteAheadLog`.)
+    public var isOutOfSpace: Bool { code == ENOSPC || code == EDQUOT }
+}
+
+/// The file operations the write-ahead log performs while it appends: the seam through which tests
+/// inject storage faults (EIO on sync, a full disk) and simulate power loss (dropping every write no
+/// completed sync covers). Replay at start-up reads the files directly.
+public protocol LogFileSystem: Sendable {
+    /// Creates `path` for appending (it must not exist).
+    func create(_ path: String) throws(FileError) -> Int32
+    /// Opens an existing `path` for appending.
+    func openForAppending(_ path: String) throws(FileError) -> Int32
+    /// Writes some of `bytes` (at least one) and returns how many.
+    func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(FileError) -> Int
+    /// `fdatasync`: what was written is durable once this returns.
+    func dataSync(_ fd: Int32) throws(FileError)
+    /// `fsync` of a directory: the names created in it are durable once this returns.
+    func syncDirectory(_ path: String) throws(FileError)
+    /// Cuts the file to `length` bytes (undoes a partial write).
+    func truncate(_ fd: Int32, to length: Int) throws(FileError)
+    /// Removes `path` (a segment whose creation could not be made durable).
+    func remove(_ path: String)
+    func close(_ fd: Int32)
+}
+
+/// The real file system: the POSIX calls, retried on EINTR.
+public struct POSIXFileSystem: LogFileSystem {
+    public init() {}
+
+    public func create(_ path: String) throws(FileError) -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw FileError(errno) }
+        return fd
+    }
+
+    public func openForAppending(_ path: String) throws(FileError) -> Int32 {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError(errno) }
+        return fd
+    }
+
+    public func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(FileError) -> Int {
+        while true {
+            let n = Glibc.write(fd, bytes.baseAddress, bytes.count)
+            if n >= 0 { return n }
+            if errno != EINTR { throw FileError(errno) }
+        }
+    }
+
+    public func dataSync(_ fd: Int32) throws(FileError) {
+        guard fdatasync(fd) == 0 else { throw FileError(errno) }
+    }
+
+    public func syncDirectory(_ path: String) throws(FileError) {
+        let dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dfd >= 0 else { throw FileError(errno) }
+        defer { Glibc.close(dfd) }
+        guard fsync(dfd) == 0 else { throw FileError(errno) }
+    }
+
+    public func truncate(_ fd: Int32, to length: Int) throws(FileError) {
+        guard ftruncate(fd, off_t(length)) == 0 else { throw FileError(errno) }
+    }
+
+    public func remove(_ path: String) { unlink(path) }
+
+    public func close(_ fd: Int32) { Glibc.close(fd) }
+}
