@@ -272,5 +272,18 @@ let package = Package(
             dependencies: ["CNGHTTP2"],
             swiftSettings: strict
         ),
+        // Fuzz targets (libFuzzer). A plain build makes corpus replayers (the test command replays
+        // Tests/Fuzz/corpus); scripts/fuzz builds them with -sanitize=fuzzer,address and runs them.
+        .target(name: "RaffleFuzzSupport", path: "Tests/Fuzz/Support", swiftSettings: strict),
+        .executableTarget(name: "fuzz-frames", dependencies: ["RaffleWire", "RaffleFuzzSupport"], path: "Tests/Fuzz/frames", swiftSettings: strict),
+        .executableTarget(name: "fuzz-replay", dependencies: ["RaffleLedger", "RaffleFuzzSupport"], path: "Tests/Fuzz/replay", swiftSettings: strict),
+        .executableTarget(
+            name: "fuzz-http2",
+            dependencies: ["RaffleServer", "RaffleFuzzSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
+            path: "Tests/Fuzz/http2", swiftSettings: strict),
+        .executableTarget(
+            name: "fuzz-http1",
+            dependencies: ["RaffleServer", "RaffleFuzzSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
+            path: "Tests/Fuzz/http1", swiftSettings: strict),
     ]
 )

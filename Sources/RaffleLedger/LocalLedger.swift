@@ -115,6 +115,16 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
             directory: configuration.directory, durability: configuration.durability, segmentBytes: configuration.segmentBytes, startLog: startLog)
     }
 
+    /// Replays one log segment's bytes into an empty ledger as start-up does (records applied,
+    /// closed raffles drawn), without files: the replay fuzz target's entry (this package only).
+    /// Returns the valid prefix's length; throws what start-up would.
+    package static func replay(segment bytes: UnsafeRawBufferPointer) throws -> Int {
+        var state = State()
+        let valid = try WriteAheadLog.scanSegment(bytes, isLast: true) { kind, reader in try apply(kind, &reader, to: &state) }
+        for record in state.raffles.values where record.closedAt != nil { record.draw = draw(record, closedAt: record.closedAt ?? 0) }
+        return valid
+    }
+
     private static func apply(_ kind: RecordKind, _ r: inout RecordReader, to s: inout State) throws {
         switch kind {
         case .entries:

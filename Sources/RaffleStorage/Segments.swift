@@ -197,6 +197,13 @@ extension WriteAheadLog {
         }.sorted()
     }
 
+    /// `scan` for the replay fuzz target (this package only): one segment's bytes, no file.
+    package static func scanSegment(
+        _ raw: UnsafeRawBufferPointer, isLast: Bool, apply: (RecordKind, inout RecordReader) throws -> Void
+    ) throws -> Int {
+        try scan(raw, path: "(in memory)", isLast: isLast, apply: apply)
+    }
+
     /// Walks the records of one segment; returns the length of its valid prefix. A damaged record
     /// is a torn tail (returned as the valid length) only in the last segment and only when nothing
     /// trustworthy could follow it: the record runs past the end of the file, or everything from it
