@@ -16,6 +16,10 @@ if [ "$QUICK" = 1 ]; then N=200000; USERS=${USERS:-100000}; WITHIN=${WITHIN:-10}
   N=1000000; USERS=${USERS:-1000000}; WITHIN=${WITHIN:-60}; BULK=8000000; MOBILE_S=10; fi
 out="Bench/results/$(date -u +%Y-%m-%d)"
 mkdir -p "$out"
+# A trap in the bench (issue #18: SIGILL seen twice, not reproduced since) must leave evidence: a
+# core file in the current directory (where core_pattern allows) and the runtime's backtrace.
+ulimit -c unlimited 2>/dev/null || true
+export SWIFT_BACKTRACE=${SWIFT_BACKTRACE:-enable=yes,interactive=no,symbolicate=full}
 need=()
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v h2o >/dev/null || need+=(h2o)
