@@ -14,7 +14,7 @@ public final class HTTP2Transport: RaffleTransport {
     private let port: Int
     private let group: any EventLoopGroup
     private let tls: NIOSSLContext?
-    private let connection = Mutex<HTTP2Client?>(nil)
+    private let connection = SharedConnection<HTTP2Client>()
 
     /// A cleartext (h2c) transport to `host:port`; connections are made on first use on `group`
     /// (default: NIO's shared singleton group).
@@ -42,32 +42,18 @@ public final class HTTP2Transport: RaffleTransport {
     }
 
     private func client() async throws -> HTTP2Client {
-        if let existing = connection.withLock({ $0 }) {
-            if existing.isActive { return existing }
-            await forget(existing)  // closed by the server (idle timeout, restart): make a new one
+        let (host, port, group, tls) = (self.host, self.port, self.group, self.tls)
+        return try await connection.get(usable: { $0.isActive }) {
+            do { return try await HTTP2Client.connect(host: host, port: port, group: group, tls: tls) } catch let error as HTTP2ClientError {
+                throw RaffleClientError(.connectionFailed, error.message)
+            } catch {
+                throw RaffleClientError(.connectionFailed, "cannot connect to \(host):\(port): \(error)")
+            }
         }
-        let fresh: HTTP2Client
-        do { fresh = try await HTTP2Client.connect(host: host, port: port, group: group, tls: tls) } catch let error as HTTP2ClientError {
-            throw RaffleClientError(.connectionFailed, error.message)
-        } catch {
-            throw RaffleClientError(.connectionFailed, "cannot connect to \(host):\(port): \(error)")
-        }
-        let (kept, extra) = connection.withLock { current -> (HTTP2Client, HTTP2Client?) in
-            if let current { return (current, fresh) }
-            current = fresh
-            return (fresh, nil)
-        }
-        if let extra { await extra.close() }
-        return kept
     }
 
     private func forget(_ failed: HTTP2Client) async {
-        let dropped = connection.withLock { current -> Bool in
-            guard current === failed else { return false }
-            current = nil
-            return true
-        }
-        if dropped { await failed.close() }
+        if connection.forget(failed) { await failed.close() }
     }
 
     private func request(method: String, path: String, headers: [(String, String)], body: [UInt8]?, timeout: Duration? = nil) async throws -> HTTP2Response {
@@ -119,7 +105,7 @@ public final class HTTP2Transport: RaffleTransport {
     }
 
     public func close() async {
-        if let c = connection.withLock({ current -> HTTP2Client? in defer { current = nil }; return current }) { await c.close() }
+        if let c = connection.take() { await c.close() }
     }
 }
 

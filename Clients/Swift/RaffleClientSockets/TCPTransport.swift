@@ -15,7 +15,7 @@ public final class TCPTransport: RaffleTransport {
     private let port: Int
     private let group: any EventLoopGroup
     private let tls: NIOSSLContext?
-    private let connection = Mutex<Connection?>(nil)
+    private let connection = SharedConnection<Connection>()
 
     /// A transport to `host:port` (the server's raw-TCP port), connecting on first use.
     public init(host: String, port: Int, group: (any EventLoopGroup)? = nil) {
@@ -76,21 +76,15 @@ public final class TCPTransport: RaffleTransport {
     }
 
     private func shared() async throws -> Connection {
-        if let existing = connection.withLock({ $0 }) { return existing }
-        let waiters = ReplyWaiters()
-        let channel = try await connect(onFrame: { frame, id in waiters.deliver(id: id, frame) }, onClose: { waiters.failAll($0) })
-        let fresh = Connection(channel: channel, waiters: waiters)
-        let (kept, extra) = connection.withLock { current -> (Connection, Connection?) in
-            if let current { return (current, fresh) }
-            current = fresh
-            return (fresh, nil)
+        try await connection.get(usable: { _ in true }) { [self] in
+            let waiters = ReplyWaiters()
+            let channel = try await connect(onFrame: { frame, id in waiters.deliver(id: id, frame) }, onClose: { waiters.failAll($0) })
+            return Connection(channel: channel, waiters: waiters)
         }
-        if let extra { try? await extra.channel.close() }
-        return kept
     }
 
     private func forget(_ failed: Connection) {
-        connection.withLock { if $0 === failed { $0 = nil } }
+        connection.forget(failed)
     }
 
     public func send(frames: [UInt8], authorization: String?) async throws -> FramesReply {
@@ -137,7 +131,7 @@ public final class TCPTransport: RaffleTransport {
     }
 
     public func close() async {
-        if let c = connection.withLock({ current -> Connection? in defer { current = nil }; return current }) {
+        if let c = connection.take() {
             try? await c.channel.close()
         }
     }

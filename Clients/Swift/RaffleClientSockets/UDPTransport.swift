@@ -50,7 +50,7 @@ public final class UDPTransport: RaffleTransport {
     private let group: any EventLoopGroup
     private let timing: Timing
     private let impairment: Impairment?
-    private let state = Mutex<Socket?>(nil)
+    private let state = SharedConnection<Socket>()
     private let rng: Mutex<SplitMix>
     /// Datagrams put on the wire (first sends, retransmissions and duplicates).
     private let sentCount = Atomic<Int>(0)
@@ -85,7 +85,11 @@ public final class UDPTransport: RaffleTransport {
     private func roll() -> Double { rng.withLock { Double($0.next() >> 11) / Double(1 << 53) } }
 
     private func socket() async throws -> Socket {
-        if let s = state.withLock({ $0 }) { return s }
+        try await state.get(usable: { _ in true }) { [self] in try await openSocket() }
+    }
+
+    /// Opens the transport's socket (once for every caller waiting: `SharedConnection`).
+    private func openSocket() async throws -> Socket {
         let remote: SocketAddress
         do { remote = try SocketAddress.makeAddressResolvingHost(host, port: port) } catch {
             throw RaffleClientError(.connectionFailed, "cannot resolve \(host): \(error)")
@@ -110,14 +114,7 @@ public final class UDPTransport: RaffleTransport {
         } catch {
             throw RaffleClientError(.connectionFailed, "cannot open a UDP socket: \(error)")
         }
-        let fresh = Socket(channel: channel, remote: remote, waiters: waiters)
-        let (kept, extra) = state.withLock { current -> (Socket, Socket?) in
-            if let current { return (current, fresh) }
-            current = fresh
-            return (fresh, nil)
-        }
-        if let extra { try? await extra.channel.close() }
-        return kept
+        return Socket(channel: channel, remote: remote, waiters: waiters)
     }
 
     private func transmit(_ datagram: [UInt8], on s: Socket) {
@@ -184,7 +181,7 @@ public final class UDPTransport: RaffleTransport {
     }
 
     public func close() async {
-        if let s = state.withLock({ current -> Socket? in defer { current = nil }; return current }) {
+        if let s = state.take() {
             s.waiters.failAll("closed")
             try? await s.channel.close()
         }
