@@ -56,7 +56,9 @@ public final class HTTP2Transport: RaffleTransport {
         if connection.forget(failed) { await failed.close() }
     }
 
-    private func request(method: String, path: String, headers: [(String, String)], body: [UInt8]?, timeout: Duration? = nil) async throws -> HTTP2Response {
+    private func request(
+        method: String, path: String, headers: [(String, String)], body: [UInt8]?, timeout: Duration? = nil, again: Bool = true
+    ) async throws -> HTTP2Response {
         let c = try await client()
         do {
             let limit = timeout.map { TimeAmount.nanoseconds($0.components.seconds * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000) }
@@ -65,6 +67,11 @@ public final class HTTP2Transport: RaffleTransport {
             throw RaffleClientError(.timedOut, "\(error) from \(host):\(port)")
         } catch {
             await forget(c)
+            // A read on a connection the server was closing meanwhile (its idle timeout, a restart):
+            // once more on a new connection. (Entries are retried by RaffleClient's own policy.)
+            if again && method == "GET" {
+                return try await request(method: method, path: path, headers: headers, body: body, timeout: timeout, again: false)
+            }
             throw RaffleClientError(.connectionFailed, "request to \(host):\(port) failed: \(error)")
         }
     }
