@@ -27,6 +27,8 @@ struct HTTPListener: Sendable {
     let admin: AdminAPI
     let tls: TLSContextHolder?
     let logger: Logger
+    /// The per-address connection cap (nil: none, e.g. the admin listener).
+    var cap: AddressCap? = nil
 
     func bootstrap(group: MultiThreadedEventLoopGroup, configuration: ServerConfiguration) -> ServerBootstrap {
         let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
@@ -42,6 +44,7 @@ struct HTTPListener: Sendable {
                 guard let context = contexts[ObjectIdentifier(channel.eventLoop)] else {
                     return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
                 }
+                if let cap, !cap.admit(channel, metrics: context.value.metrics, logger: logger) { return channel.eventLoop.makeSucceededVoidFuture() }
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls.context)) }
@@ -64,7 +67,7 @@ enum Listeners {
     /// Raw TCP: frames back to back, over TLS with the main port's certificate when it has one.
     static func bindRawTCP(
         group: MultiThreadedEventLoopGroup, contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>], port: Int, configuration: ServerConfiguration,
-        tls: TLSContextHolder?, logger: Logger
+        tls: TLSContextHolder?, cap: AddressCap?, logger: Logger
     ) async throws -> any Channel {
         let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
         return try await ServerBootstrap(group: group)
@@ -78,6 +81,7 @@ enum Listeners {
                 guard let context = contexts[ObjectIdentifier(channel.eventLoop)] else {
                     return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
                 }
+                if let cap, !cap.admit(channel, metrics: context.value.metrics, logger: logger) { return channel.eventLoop.makeSucceededVoidFuture() }
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
                     try channel.pipeline.syncOperations.addHandler(TCPServerConnection(loop: context.value, logger: logger))

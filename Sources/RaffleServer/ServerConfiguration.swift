@@ -42,6 +42,9 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// Defaults 1,000 and 33/s, as nghttp2's later releases do.
     public var glitchBurst = 1_000
     public var glitchesPerSecond = 33
+    /// Most open TCP connections from one IPv4 address or IPv6 /64 (HTTP and raw TCP together); more
+    /// are closed as they arrive. 0: no cap (a load balancer in front). Default 512.
+    public var maxConnectionsPerAddress = 512
     /// Close a connection with no open stream after this long. Default 60 s.
     public var idleTimeoutMilliseconds: Int64 = 60_000
     /// Close a connection that has not completed the HTTP/2 preface after this long. Default 10 s.

@@ -25,6 +25,8 @@ final class ServerMetrics: Sendable {
     private let globalTokens: CoreMetrics.Gauge
     private let overloaded: CoreMetrics.Gauge
     let connectionsOpened: CoreMetrics.Counter
+    /// Connections closed on arrival: their address was at its connection cap.
+    let connectionsCapped: CoreMetrics.Counter
     let connections: CoreMetrics.Meter
     let streams: CoreMetrics.Counter
     let goaways: CoreMetrics.Counter
@@ -69,6 +71,7 @@ final class ServerMetrics: Sendable {
         globalTokens = Gauge(label: "raffled_bucket_tokens", dimensions: [("bucket", "global")], factory: factory)
         overloaded = Gauge(label: "raffled_backpressure_engaged", factory: factory)
         connectionsOpened = Counter(label: "raffled_connections_total", factory: factory)
+        connectionsCapped = Counter(label: "raffled_connections_refused_total", dimensions: [("reason", "per_address_cap")], factory: factory)
         connections = Meter(label: "raffled_connections_open", factory: factory)
         streams = Counter(label: "raffled_streams_total", factory: factory)
         goaways = Counter(label: "raffled_goaway_enhance_your_calm_total", factory: factory)

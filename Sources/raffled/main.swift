@@ -61,6 +61,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Write-ahead-log segment size in MiB.") var segmentMb = 64
     @Option(help: "Most concurrent HTTP/2 streams per connection.") var maxStreams: UInt32 = 256
     @Option(help: "Close idle connections after this many seconds.") var idleTimeout = 60
+    @Option(help: "Most open TCP connections from one IPv4 address or IPv6 /64 (0: no cap; use 0 behind a load balancer).")
+    var maxConnectionsPerAddress = 512
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
     @Option(help: "JSON limits file: global and anonymous limits, request cost, API-key clients (see README).")
     var limits: String?
@@ -151,6 +153,7 @@ struct Serve: AsyncParsableCommand {
         let local = LocalLedgerConfiguration(directory: data, durability: durability == .fsync ? .fsync : .none, segmentBytes: segmentMb << 20)
         config.http2.maxConcurrentStreams = maxStreams
         config.idleTimeoutMilliseconds = Int64(idleTimeout) * 1_000
+        config.maxConnectionsPerAddress = max(maxConnectionsPerAddress, 0)
         config.adminPort = adminPort
         config.adminHost = adminHost
         config.reusePort = reusePort
