@@ -95,6 +95,21 @@ enum Listeners {
     static func bindUDP(
         group: MultiThreadedEventLoopGroup, contexts: [NIOLoopBound<LoopContext>], port: Int, configuration: ServerConfiguration, logger: Logger
     ) async throws -> [any Channel] {
+        // Asked for any free port: the probe-then-bind below can lose the port to another process
+        // in between (EADDRINUSE); then it probes again, a few times.
+        var attempt = 0
+        while true {
+            do {
+                return try await bindUDPOnce(group: group, contexts: contexts, port: port, configuration: configuration, logger: logger)
+            } catch let error as IOError where error.errnoCode == EADDRINUSE && port == 0 && attempt < 4 {
+                attempt += 1
+            }
+        }
+    }
+
+    private static func bindUDPOnce(
+        group: MultiThreadedEventLoopGroup, contexts: [NIOLoopBound<LoopContext>], port: Int, configuration: ServerConfiguration, logger: Logger
+    ) async throws -> [any Channel] {
         let udpBatch = 32
         let udpRoom = max(2_048, configuration.udpMaxDatagramBytes + 1)
         var udpPort = port
