@@ -94,6 +94,7 @@ extension H2ServerConnection: HTTP2SessionDelegate {
         }
         let available = table.streams[i].replies.sendable
         if available > 0 {
+            lastOutputProgressNanos = nowNanos > lastOutputProgressNanos ? nowNanos : monotonicNanoseconds()
             let n = min(available, buffer.count)
             table.streams[i].replies.out.withUnsafeReadableBytes { src in
                 buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[0..<n]))

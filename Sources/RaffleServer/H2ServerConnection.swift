@@ -29,6 +29,9 @@ final class H2ServerConnection: ChannelInboundHandler, LoopConnection {
     var bytesIn = 0
     var handshakeDone = false
     var lastActivityNanos: UInt64
+    /// Last time the peer took response bytes (nghttp2 read a body chunk: its window allowed it) or
+    /// its socket drained (writable again): the slow-reader check measures from here.
+    var lastOutputProgressNanos: UInt64
     var nowNanos: UInt64 = 0
     var nowWallMilliseconds: Int64 = 0
     var glitches: GlitchBudget
@@ -53,6 +56,7 @@ final class H2ServerConnection: ChannelInboundHandler, LoopConnection {
         self.logger = logger
         let now = monotonicNanoseconds()
         lastActivityNanos = now
+        lastOutputProgressNanos = now
         glitches = GlitchBudget(burst: loop.configuration.glitchBurst, perSecond: loop.configuration.glitchesPerSecond, now: now)
         anonymousBucket = LocalGCRA(loop.configuration.admission.anonymous)
     }
@@ -128,6 +132,7 @@ final class H2ServerConnection: ChannelInboundHandler, LoopConnection {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { lastOutputProgressNanos = monotonicNanoseconds() }
         if context.channel.isWritable, readPaused {
             readPaused = false
             context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
@@ -194,7 +199,26 @@ final class H2ServerConnection: ChannelInboundHandler, LoopConnection {
             session.goAway(errorCode: HTTP2Session.noError)
             draining = true
             flushOutput()
+        } else if !outputBlockedOnPeer {
+            // Nothing waits on the peer: the slow-reader clock starts over (a connection quiet for
+            // an hour whose next response meets a full socket must get a whole idle timeout).
+            lastOutputProgressNanos = now
+        } else if now - lastOutputProgressNanos > idleNanos {
+            // A slow reader: responses wait for a window the peer never opens, or for a socket it
+            // never reads, while its streams keep the connection from idling out. Reading the
+            // peer's frames (PINGs, SETTINGS) does not count: only response bytes it takes.
+            let peer = context.map { "\($0.channel.remoteAddress.map { "\($0)" } ?? "?")" } ?? "?"
+            logger.info("closing connection: the peer has taken no response bytes for the idle timeout", metadata: ["peer": "\(peer)"])
+            loop.metrics.slowReaders.increment()
+            closeNow()
         }
+    }
+
+    /// Response bytes wait on the peer: the socket is full, or a stream has released bytes that
+    /// flow control keeps nghttp2 from taking.
+    var outputBlockedOnPeer: Bool {
+        if let context, !context.channel.isWritable { return true }
+        return table.openSlots.contains { table.streams[$0].replies.sendable > 0 }
     }
 
     /// Graceful shutdown: GOAWAY now (no new streams), close once in-flight streams are answered.

@@ -27,6 +27,8 @@ final class ServerMetrics: Sendable {
     let connectionsOpened: CoreMetrics.Counter
     /// Connections closed on arrival: their address was at its connection cap.
     let connectionsCapped: CoreMetrics.Counter
+    /// HTTP/2 connections closed because the peer took no response bytes for the idle timeout.
+    let slowReaders: CoreMetrics.Counter
     let connections: CoreMetrics.Meter
     let streams: CoreMetrics.Counter
     let goaways: CoreMetrics.Counter
@@ -71,6 +73,7 @@ final class ServerMetrics: Sendable {
         globalTokens = Gauge(label: "raffled_bucket_tokens", dimensions: [("bucket", "global")], factory: factory)
         overloaded = Gauge(label: "raffled_backpressure_engaged", factory: factory)
         connectionsOpened = Counter(label: "raffled_connections_total", factory: factory)
+        slowReaders = Counter(label: "raffled_connections_closed_total", dimensions: [("reason", "slow_reader")], factory: factory)
         connectionsCapped = Counter(label: "raffled_connections_refused_total", dimensions: [("reason", "per_address_cap")], factory: factory)
         connections = Meter(label: "raffled_connections_open", factory: factory)
         streams = Counter(label: "raffled_streams_total", factory: factory)
