@@ -161,10 +161,43 @@ public protocol Ledger: AnyObject, Sendable {
     /// Registers a callback (on a ledger thread) told when a stall begins (why) and ends (nil).
     func onStall(_ callback: @escaping @Sendable (String?) -> Void)
 
+    /// Registers a callback (on a ledger thread) told after each background checkpoint: what it
+    /// wrote, or why it could not (nothing acknowledged is at risk then: the log still holds it all).
+    func onCheckpoint(_ callback: @escaping @Sendable (Result<CheckpointReport, LedgerError>) -> Void)
+
     /// Flushes and stops. After this, `admit` answers `.unavailable`. Returns why the ledger had
     /// failed before stopping, if it had.
     @discardableResult
     func shutdown() -> String?
+}
+
+/// What one checkpoint wrote: a snapshot of every raffle and entry, so that start-up reads it and
+/// replays only the log written after it.
+public struct CheckpointReport: Sendable, Hashable {
+    /// The log segment replay starts at; the segments before it were retired.
+    public var segment: Int
+    /// The checkpoint file.
+    public var file: String
+    /// Raffles in it.
+    public var raffles: Int
+    /// Entries in it.
+    public var entries: Int
+    /// Size of the file.
+    public var bytes: Int
+    /// Log segments removed because the checkpoint covers them.
+    public var retiredSegments: Int
+    /// How long writing it took.
+    public var milliseconds: Double
+
+    public init(segment: Int, file: String, raffles: Int, entries: Int, bytes: Int, retiredSegments: Int, milliseconds: Double) {
+        self.segment = segment
+        self.file = file
+        self.raffles = raffles
+        self.entries = entries
+        self.bytes = bytes
+        self.retiredSegments = retiredSegments
+        self.milliseconds = milliseconds
+    }
 }
 
 extension Ledger {
@@ -180,4 +213,7 @@ extension Ledger {
     public var stallReason: String? { nil }
 
     public func onStall(_ callback: @escaping @Sendable (String?) -> Void) {}
+
+    /// A ledger that keeps no checkpoints never reports one.
+    public func onCheckpoint(_ callback: @escaping @Sendable (Result<CheckpointReport, LedgerError>) -> Void) {}
 }

@@ -12,11 +12,15 @@ public struct LocalLedgerConfiguration: Sendable, Hashable {
     public var durability: Durability
     /// Segment size. Default 64 MiB.
     public var segmentBytes: Int
+    /// A checkpoint is written once this many bytes of log were appended since the last one (and at
+    /// shutdown), so restart replays at most about this much log. Default 64 MiB; 0: never.
+    public var checkpointBytes: Int
 
-    public init(directory: String = "./raffle-data", durability: Durability = .fsync, segmentBytes: Int = 64 << 20) {
+    public init(directory: String = "./raffle-data", durability: Durability = .fsync, segmentBytes: Int = 64 << 20, checkpointBytes: Int = 64 << 20) {
         self.directory = directory
         self.durability = durability
         self.segmentBytes = segmentBytes
+        self.checkpointBytes = checkpointBytes
     }
 }
 
@@ -28,10 +32,14 @@ public struct LocalLedgerConfiguration: Sendable, Hashable {
 /// the log position current at its admission — the earlier request that stored them may not be
 /// durable yet, and "already entered" must not be said of an entry a crash could lose.
 ///
+/// Restart is bounded by checkpoints (`LocalLedger+Checkpoint.swift`): every `checkpointBytes` of log
+/// a background thread snapshots all raffles and entries to a file, and start-up reads the newest
+/// one and replays only the log written after it.
+///
 /// `@unchecked Sendable`: every mutable field (`table` and the `RaffleRecord`s it holds) is read and
 /// written only inside `lock.withLock`, except during `init`, before the ledger is shared.
 public final class LocalLedger: Ledger, @unchecked Sendable {
-    private final class RaffleRecord {
+    final class RaffleRecord {
         let id: UInt64
         let spec: RaffleSpec
         let seed: [UInt8]
@@ -43,12 +51,12 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         var closedAt: Int64?
         var draw: DrawResult?
 
-        init(id: UInt64, spec: RaffleSpec, seed: [UInt8]) {
+        init(id: UInt64, spec: RaffleSpec, seed: [UInt8], capacity: Int = 1_024) {
             self.id = id
             self.spec = spec
             self.seed = seed
             commitment = Draw.commitment(seed: seed)
-            index = DedupeIndex()
+            index = DedupeIndex(capacity: capacity)
         }
 
         @inline(__always)
@@ -74,45 +82,70 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         }
     }
 
-    private struct State {
+    struct State {
         var raffles: [UInt64: RaffleRecord] = [:]
         var nextID: UInt64 = 1
     }
 
-    private let lock = Mutex<Void>(())
-    private var table: State
+    let lock = Mutex<Void>(())
+    var table: State
     /// The write-ahead log.
     public let log: WriteAheadLog
-    /// What start-up replay found.
+    /// What start-up replay found (the log after the checkpoint, when one was read).
     public let replay: ReplayReport
+    /// What start-up read from a checkpoint (nil: none, the whole log was replayed), and the newer
+    /// checkpoints it had to pass over as damaged.
+    public let recovery: Recovery
+    let files: any LogFileSystem
+    let checkpoints: Checkpointer
 
-    /// Opens (or creates) the ledger in `directory`: replays the log, then starts the log writer
-    /// (unless `startLog` is false: then nothing becomes durable until the caller runs `log.start()`,
-    /// which lets tests hold commits back).
-    /// - Throws: `LogCorruption` (file and offset) or `LogFailure`; see `WriteAheadLog.open`.
-    /// `files` is the log's file-system seam (tests inject storage faults through it).
+    /// Opens (or creates) the ledger in `directory`: reads the newest checkpoint, replays the log
+    /// after it, then starts the log writer (unless `startLog` is false: then nothing becomes durable
+    /// until the caller runs `log.start()`, which lets tests hold commits back) and the checkpoint
+    /// thread (every `checkpointBytes` of log; 0: never, not even at shutdown).
+    /// - Throws: `LogCorruption` (file and offset), `CheckpointDamage` (no usable checkpoint and the
+    ///   log before it is gone) or `LogFailure`; see `WriteAheadLog.open`.
+    /// `files` is the file-system seam of the log and the checkpoints (tests inject storage faults through it).
     public init(
-        directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, files: any LogFileSystem = POSIXFileSystem(),
-        startLog: Bool = true
+        directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, checkpointBytes: Int = 64 << 20,
+        files: any LogFileSystem = POSIXFileSystem(), startLog: Bool = true
     ) throws {
-        var replayed = State()
-        let (log, report) = try WriteAheadLog.open(directory: directory, durability: durability, segmentBytes: segmentBytes, files: files) {
-            kind, reader in try Self.apply(kind, &reader, to: &replayed)
-        }
-        // Raffles closed before the restart: recompute their published draw (deterministic).
-        for record in replayed.raffles.values where record.closedAt != nil {
+        let started = ContinuousClock.now
+        let (checkpoint, recovery) = try Self.readCheckpoint(directory: directory, files: files)
+        var replayed = checkpoint?.state ?? State()
+        let (log, report) = try WriteAheadLog.open(
+            directory: directory, durability: durability, segmentBytes: segmentBytes, files: files,
+            from: checkpoint.map { ($0.segment, $0.lsn) }
+        ) { kind, reader in try Self.apply(kind, &reader, to: &replayed) }
+        // Raffles closed before the restart: their published draw, recomputed unless the checkpoint had it.
+        for record in replayed.raffles.values where record.closedAt != nil && record.draw == nil {
             record.draw = Self.draw(record, closedAt: record.closedAt ?? 0)
         }
         self.table = replayed
         self.log = log
         self.replay = report
-        if startLog { log.start() }
+        self.files = files
+        var recovered = recovery
+        recovered.milliseconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e15
+            + Double((ContinuousClock.now - started).components.seconds) * 1e3
+        self.recovery = recovered
+        self.checkpoints = Checkpointer(every: startLog ? checkpointBytes : 0, coveredLSN: checkpoint?.lsn ?? 0, segment: checkpoint?.segment)
+        if let segment = checkpoint?.segment {
+            // What a crash kept of the last checkpoint's clean-up: segments and checkpoints it covers.
+            try log.retireSegments(before: segment, files: files)
+            try Checkpoint.removeOlder(than: segment, in: directory, files: files)
+        }
+        if startLog {
+            log.start()
+            checkpoints.start(self)
+        }
     }
 
-    /// Opens (or creates) the ledger `configuration` describes; see `init(directory:durability:segmentBytes:startLog:)`.
+    /// Opens (or creates) the ledger `configuration` describes; see `init(directory:durability:segmentBytes:checkpointBytes:files:startLog:)`.
     public convenience init(_ configuration: LocalLedgerConfiguration, startLog: Bool = true) throws {
         try self.init(
-            directory: configuration.directory, durability: configuration.durability, segmentBytes: configuration.segmentBytes, startLog: startLog)
+            directory: configuration.directory, durability: configuration.durability, segmentBytes: configuration.segmentBytes,
+            checkpointBytes: configuration.checkpointBytes, startLog: startLog)
     }
 
     /// Replays one log segment's bytes into an empty ledger as start-up does (records applied,
@@ -125,7 +158,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         return valid
     }
 
-    private static func apply(_ kind: RecordKind, _ r: inout RecordReader, to s: inout State) throws {
+    static func apply(_ kind: RecordKind, _ r: inout RecordReader, to s: inout State) throws {
         switch kind {
         case .entries:
             guard let id = r.u64(), let raffle = s.raffles[id] else { throw replayError("entries for an unknown raffle") }
@@ -153,7 +186,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         LogFailure(message: "log replay: " + message)
     }
 
-    private struct SavedRaffle: Codable {
+    struct SavedRaffle: Codable {
         var spec: RaffleSpec
         var seed: String
     }
@@ -291,7 +324,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         }
     }
 
-    private static func draw(_ raffle: RaffleRecord, closedAt: Int64) -> DrawResult {
+    static func draw(_ raffle: RaffleRecord, closedAt: Int64) -> DrawResult {
         draw(entries: raffle.entryList, raffle: raffle, closedAt: closedAt)
     }
 
@@ -347,8 +380,16 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
 
     public var durability: LedgerDurability { log.durability == .fsync ? .fsync : .none }
 
+    /// Stops the checkpoint thread, writes a last checkpoint if the log moved on since the previous
+    /// one (so the next start reads it instead of replaying), then flushes and stops the log.
     @discardableResult
-    public func shutdown() -> String? { log.stop().map { "\($0)" } }
+    public func shutdown() -> String? {
+        checkpoints.stop()
+        if checkpoints.isEnabled, !log.hasFailed, !log.isStalled, log.appendedLSN > checkpoints.coveredLSN {
+            _ = try? checkpoint()
+        }
+        return log.stop().map { "\($0)" }
+    }
 
     /// Log bytes appended and not yet durable, and log bytes durable.
     public func backlog() -> (pending: UInt64, durable: UInt64) {

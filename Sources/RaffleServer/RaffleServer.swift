@@ -97,6 +97,14 @@ public final class RaffleServer: Service, Sendable {
                 "data": "\(local.directory)", "records": "\(replay.records)", "segments": "\(replay.segments)",
                 "durability": "\(local.durability.rawValue)",
             ])
+        let recovery = ledger.recovery
+        if let checkpoint = recovery.checkpoint {
+            logger.info(
+                "read checkpoint", metadata: ["file": "\(checkpoint)", "entries": "\(recovery.checkpointEntries)", "ms": "\(Int(recovery.milliseconds))"])
+        }
+        for damage in recovery.damaged {
+            logger.error("passed over a damaged checkpoint: the log after an older one is replayed instead", metadata: ["problem": "\(damage)"])
+        }
         if let tail = replay.truncatedTail {
             logger.warning("cut a torn tail off the log", metadata: ["file": "\(tail.file)", "offset": "\(tail.offset)", "bytes": "\(tail.bytes)"])
         }
@@ -148,6 +156,24 @@ public final class RaffleServer: Service, Sendable {
                 logger.error("storage stalled: new entries are refused (UNAVAILABLE) until space returns", metadata: ["reason": "\(reason)"])
             } else {
                 logger.notice("storage resumed: the log is writing again")
+            }
+        }
+        ledger.onCheckpoint { result in
+            switch result {
+            case .success(let report):
+                metrics.checkpoints.increment()
+                metrics.checkpointBytes.record(report.bytes)
+                logger.info(
+                    "checkpoint written",
+                    metadata: [
+                        "file": "\(report.file)", "entries": "\(report.entries)", "bytes": "\(report.bytes)",
+                        "retired_segments": "\(report.retiredSegments)", "ms": "\(Int(report.milliseconds))",
+                    ])
+            case .failure(let error):
+                metrics.checkpointFailures.increment()
+                logger.error(
+                    "checkpoint failed: nothing is lost (the log holds it all) but restart will replay more; retrying in 10 s",
+                    metadata: ["error": "\(error.message)"])
             }
         }
         ledger.onCommit { [ledger] result in

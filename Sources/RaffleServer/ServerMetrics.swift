@@ -40,6 +40,10 @@ final class ServerMetrics: Sendable {
     let storageFailures: CoreMetrics.Counter
     /// 1 while the ledger waits for disk space.
     let storageStalled: CoreMetrics.Gauge
+    /// Checkpoints written, checkpoints that failed, and the size of the newest.
+    let checkpoints: CoreMetrics.Counter
+    let checkpointFailures: CoreMetrics.Counter
+    let checkpointBytes: CoreMetrics.Gauge
     private let lastCommits = Atomic<UInt64>(0)
     private let entriesPerCommit: CoreMetrics.Gauge
     private let indexBytes: CoreMetrics.Gauge
@@ -63,6 +67,9 @@ final class ServerMetrics: Sendable {
         batches = Counter(label: "raffled_batches_total", factory: factory)
         storageFailures = Counter(label: "raffled_storage_failures_total", factory: factory)
         storageStalled = Gauge(label: "raffled_storage_stalled", factory: factory)
+        checkpoints = Counter(label: "raffled_checkpoints_total", factory: factory)
+        checkpointFailures = Counter(label: "raffled_checkpoint_failures_total", factory: factory)
+        checkpointBytes = Gauge(label: "raffled_checkpoint_bytes", factory: factory)
         bytesReceived = Counter(label: "raffled_entry_bytes_received_total", factory: factory)
         frameErrors = Counter(label: "raffled_frame_errors_total", factory: factory)
         throttledPoolExhausted = Counter(label: "raffled_throttled_total", dimensions: [("reason", "ingest_buffers_full")], factory: factory)

@@ -112,6 +112,12 @@ public struct RecordReader {
         offset += n
         return true
     }
+    /// The next `n` bytes, or nil (and nothing read) when fewer remain.
+    public mutating func bytes(_ n: Int) -> UnsafeRawBufferPointer? {
+        guard n >= 0, remaining >= n else { return nil }
+        defer { offset += n }
+        return UnsafeRawBufferPointer(rebasing: body[offset..<(offset + n)])
+    }
     /// The rest of the body.
     public mutating func rest() -> UnsafeRawBufferPointer {
         defer { offset = body.count }

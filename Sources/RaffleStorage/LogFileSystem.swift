@@ -14,7 +14,7 @@ public struct FileError: Error, Sendable, Hashable, CustomStringConvertible {
     public var isOutOfSpace: Bool { code == ENOSPC || code == EDQUOT }
 }
 
-/// The file operations the write-ahead log performs while it appends: the seam through which tests
+/// The file operations the write-ahead log and checkpoints perform while serving: the seam through which tests
 /// inject storage faults (EIO on sync, a full disk) and simulate power loss (dropping every write no
 /// completed sync covers). Replay at start-up reads the files directly.
 public protocol LogFileSystem: Sendable {
@@ -30,8 +30,11 @@ public protocol LogFileSystem: Sendable {
     func syncDirectory(_ path: String) throws(FileError)
     /// Cuts the file to `length` bytes (undoes a partial write).
     func truncate(_ fd: Int32, to length: Int) throws(FileError)
-    /// Removes `path` (a segment whose creation could not be made durable).
+    /// Removes `path` (a segment whose creation could not be made durable, a retired segment, an
+    /// old checkpoint). Durable once the directory is synced.
     func remove(_ path: String)
+    /// Renames `from` to `to`, replacing it (a finished checkpoint). Durable once the directory is synced.
+    func rename(_ from: String, _ to: String) throws(FileError)
     func close(_ fd: Int32)
 }
 
@@ -75,6 +78,10 @@ public struct POSIXFileSystem: LogFileSystem {
     }
 
     public func remove(_ path: String) { unlink(path) }
+
+    public func rename(_ from: String, _ to: String) throws(FileError) {
+        guard Glibc.rename(from, to) == 0 else { throw FileError(errno) }
+    }
 
     public func close(_ fd: Int32) { Glibc.close(fd) }
 }

@@ -49,20 +49,28 @@ struct WriterState: ~Copyable {
     /// `segmentBytes`. Out of space (`LogFailure.outOfSpace`): what was written of the batch is cut
     /// off again, so the segment ends at the last whole record and the batch can be written later.
     mutating func write(_ batch: ByteArray, segmentBytes: Int) throws(LogFailure) {
-        if size > 0 && size + batch.count > segmentBytes {
-            // Roll: make the old segment durable, then start a new one (the directory is synced).
-            // The old one stays open until the new one exists, so a full disk leaves this state intact.
-            try sync()
-            let next = try Self.create(directory: directory, segment: segment + 1, files: files)
-            files.close(fd)
-            fd = next
-            segment += 1
-            size = 0
-        }
+        try write(UnsafeRawBufferPointer(start: batch.base, count: batch.count), segmentBytes: segmentBytes)
+    }
+
+    /// Makes the open segment durable and starts the next one (its name made durable too). The old
+    /// one stays open until the new one exists, so a full disk leaves this state intact.
+    mutating func roll() throws(LogFailure) {
+        try sync()
+        let next = try Self.create(directory: directory, segment: segment + 1, files: files)
+        files.close(fd)
+        fd = next
+        segment += 1
+        size = 0
+    }
+
+    /// Whole records only (`bytes` starts and ends at record boundaries); see `write(_:segmentBytes:)`.
+    mutating func write(_ bytes: UnsafeRawBufferPointer, segmentBytes: Int) throws(LogFailure) {
+        guard !bytes.isEmpty else { return }
+        if size > 0 && size + bytes.count > segmentBytes { try roll() }
         var written = 0
-        while written < batch.count {
+        while written < bytes.count {
             do throws(FileError) {
-                written += try files.write(fd, UnsafeRawBufferPointer(start: batch.base + written, count: batch.count - written))
+                written += try files.write(fd, UnsafeRawBufferPointer(rebasing: bytes[written...]))
             } catch {
                 let path = Self.path(directory, segment)
                 guard error.isOutOfSpace else { throw LogFailure(message: "write to \(path) failed: \(error)") }
@@ -132,20 +140,31 @@ extension WriteAheadLog {
     /// `apply`, cuts off a torn tail (a last record that is incomplete, or zeros, at the end of the
     /// last segment), and returns a log ready to `start()` appending after the last valid record.
     ///
-    /// - Throws: `LogCorruption` naming the file and offset when a record before the tail is damaged;
-    ///   `LogFailure` when the directory or files cannot be used; any error `apply` throws.
+    /// With `start` (a checkpoint covers the records before that segment, which starts at that LSN)
+    /// only the segments from `start.segment` on are replayed; earlier ones are left alone.
+    ///
+    /// - Throws: `LogCorruption` naming the file and offset when a record before the tail is damaged,
+    ///   or when a segment is missing from the sequence; `LogFailure` when the directory or files cannot
+    ///   be used; any error `apply` throws.
     public static func open(
         directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, files: any LogFileSystem = POSIXFileSystem(),
-        apply: (RecordKind, inout RecordReader) throws -> Void
+        from start: (segment: Int, lsn: UInt64)? = nil, apply: (RecordKind, inout RecordReader) throws -> Void
     ) throws -> (WriteAheadLog, ReplayReport) {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
             throw LogFailure(message: "cannot create data directory \(directory): \(error.localizedDescription)")
         }
-        let names = try segmentNumbers(in: directory)
+        let first = start?.segment ?? 1
+        let names = try segmentNumbers(in: directory).filter { $0 >= first }
+        for (index, segment) in names.enumerated() where segment != first + index {
+            throw LogCorruption(
+                file: WriterState.path(directory, first + index), offset: 0,
+                reason: "segment missing (the log goes on at \(WriterState.path(directory, segment)))")
+        }
         var report = ReplayReport()
-        var lsn: UInt64 = 0
+        var lsn: UInt64 = start?.lsn ?? 0
+        let startLSN = lsn
         var last: (segment: Int, size: Int)?
         for (index, segment) in names.enumerated() {
             let path = WriterState.path(directory, segment)
@@ -168,7 +187,7 @@ extension WriteAheadLog {
             report.segments += 1
             last = (segment, valid)
         }
-        report.bytes = lsn
+        report.bytes = lsn - startLSN
         let state: WriterState
         if let last {
             let path = WriterState.path(directory, last.segment)
@@ -179,14 +198,15 @@ extension WriteAheadLog {
             state = WriterState(directory: directory, files: files, segment: last.segment, fd: fd, size: last.size)
             if report.truncatedTail != nil { try state.sync() }
         } else {
-            let fd = try WriterState.create(directory: directory, segment: 1, files: files)
-            state = WriterState(directory: directory, files: files, segment: 1, fd: fd, size: 0)
+            let fd = try WriterState.create(directory: directory, segment: first, files: files)
+            state = WriterState(directory: directory, files: files, segment: first, fd: fd, size: 0)
         }
         let log = WriteAheadLog(directory: directory, durability: durability, segmentBytes: segmentBytes, writer: state, startLSN: lsn)
         return (log, report)
     }
 
-    static func segmentNumbers(in directory: String) throws -> [Int] {
+    /// The segment numbers present in `directory`, ascending.
+    public static func segmentNumbers(in directory: String) throws -> [Int] {
         let files: [String]
         do { files = try FileManager.default.contentsOfDirectory(atPath: directory) } catch {
             throw LogFailure(message: "cannot list \(directory): \(error.localizedDescription)")

@@ -73,6 +73,10 @@ public final class WriteAheadLog: Sendable {
         var listeners: [CommitListener] = []
         var stallListeners: [StallListener] = []
         var stallReason: String?
+        /// A new segment must start at this offset of `pending` (a checkpoint asked for it).
+        var rollAt: Int?
+        /// The latest segment started on request: its number and the LSN it starts at.
+        var segmentStart: (segment: Int, lsn: UInt64)?
     }
 
     private let shared: Mutex<Shared>
@@ -85,6 +89,7 @@ public final class WriteAheadLog: Sendable {
     private let commits = Atomic<UInt64>(0)
     private let writer: Mutex<WriterState>
     private let finished = Condition()
+    private let rolled = Condition()
     private let running = Atomic<Bool>(false)
 
     /// Creates a log appending after `replay` (which must have run on the same directory).
@@ -149,6 +154,54 @@ public final class WriteAheadLog: Sendable {
         return result
     }
 
+    /// Asks for a new segment to start right after the records appended so far, and returns the LSN
+    /// it will start at (nil when the log has failed or is stopping, or another request is pending).
+    /// Call it under the same lock as the appends whose state you snapshot: then the segments before
+    /// it hold exactly the records that state reflects. `waitForSegment(startingAt:)` says which
+    /// segment it became.
+    public func requestNewSegment() -> UInt64? {
+        let lsn: UInt64? = shared.withLock { s in
+            guard s.failure == nil, !s.stopping, s.rollAt == nil else { return nil }
+            s.rollAt = s.pending.count
+            return s.appendedLSN
+        }
+        if lsn != nil { wake.signal() }
+        return lsn
+    }
+
+    /// Blocks until the segment requested at `lsn` exists (the records before it synced, its name
+    /// durable) and returns its number, or the failure that stopped the log first. Blocking: call it
+    /// from a thread of your own (the checkpoint thread), never an event loop.
+    public func waitForSegment(startingAt lsn: UInt64) -> Result<Int, LogFailure> {
+        var outcome: Result<Int, LogFailure>?
+        rolled.wait {
+            outcome = self.shared.withLock { s -> Result<Int, LogFailure>? in
+                if let start = s.segmentStart, start.lsn == lsn { return .success(start.segment) }
+                if let failure = s.failure { return .failure(failure) }
+                if s.stopping && !self.running.load(ordering: .acquiring) { return .failure(LogFailure(message: "the log stopped")) }
+                return nil
+            }
+            return outcome != nil
+        }
+        return outcome ?? .failure(LogFailure(message: "the log stopped"))
+    }
+
+    /// Removes the segments before `segment` (a checkpoint covers them) and makes that durable.
+    /// Returns how many were removed. Safe while the writer runs: it only touches later segments.
+    @discardableResult
+    public func retireSegments(before segment: Int, files: any LogFileSystem) throws(LogFailure) -> Int {
+        let old: [Int]
+        do { old = try Self.segmentNumbers(in: directory).filter { $0 < segment } } catch {
+            throw LogFailure(message: "\(error)")
+        }
+        guard !old.isEmpty else { return 0 }
+        for n in old { files.remove(WriterState.path(directory, n)) }
+        do throws(FileError) { try files.syncDirectory(directory) } catch {
+            throw LogFailure(message: "fsync of directory \(directory) failed: \(error)")
+        }
+        return old.count
+    }
+
     /// Starts the writer thread.
     public func start() {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
@@ -167,14 +220,37 @@ public final class WriteAheadLog: Sendable {
             finished.wait { !self.running.load(ordering: .acquiring) }
         }
         writer.withLock { $0.close() }
+        rolled.signal()
         return failure
     }
 
-    /// Writes `batch` and (with `.fsync`) syncs it.
-    private func commit(_ batch: borrowing ByteArray, upTo target: UInt64) -> Result<UInt64, LogFailure> {
+    /// How far a batch got: a commit tried again (after a full disk) goes on from here, so no
+    /// record is written twice.
+    private struct Progress {
+        var written = 0
+        var rolled = false
+        var segment: Int?
+    }
+
+    /// Writes `batch` — starting a new segment at `rollAt` when asked — and (with `.fsync`) syncs it.
+    private func commit(_ batch: borrowing ByteArray, upTo target: UInt64, rollAt: Int?, progress: inout Progress) -> Result<UInt64, LogFailure> {
         writer.withLock { w in
             do throws(LogFailure) {
-                try w.write(batch, segmentBytes: segmentBytes)
+                let all = UnsafeRawBufferPointer(start: batch.base, count: batch.count)
+                if let rollAt, !progress.rolled {
+                    if progress.written < rollAt {
+                        try w.write(UnsafeRawBufferPointer(rebasing: all[progress.written..<rollAt]), segmentBytes: segmentBytes)
+                        progress.written = rollAt
+                    }
+                    // An empty open segment already starts here.
+                    if w.size > 0 { try w.roll() }
+                    progress.rolled = true
+                    progress.segment = w.segment
+                }
+                if progress.written < all.count {
+                    try w.write(UnsafeRawBufferPointer(rebasing: all[progress.written...]), segmentBytes: segmentBytes)
+                    progress.written = all.count
+                }
                 if durability == .fsync { try w.sync() }
                 return .success(target)
             } catch {
@@ -198,13 +274,15 @@ public final class WriteAheadLog: Sendable {
     private func writerLoop() {
         var batch = ByteArray(capacity: 1 << 20)
         while true {
-            wake.wait { self.shared.withLock { !$0.pending.isEmpty || $0.stopping } }
-            let (target, stopping, listeners): (UInt64, Bool, [CommitListener]) = shared.withLock { s in
+            wake.wait { self.shared.withLock { !$0.pending.isEmpty || $0.stopping || $0.rollAt != nil } }
+            let (target, stopping, listeners, rollAt): (UInt64, Bool, [CommitListener], Int?) = shared.withLock { s in
                 swap(&s.pending, &batch)
-                return (s.appendedLSN, s.stopping, s.listeners)
+                defer { s.rollAt = nil }
+                return (s.appendedLSN, s.stopping, s.listeners, s.rollAt)
             }
-            if !batch.isEmpty {
-                var outcome = commit(batch, upTo: target)
+            if !batch.isEmpty || rollAt != nil {
+                var progress = Progress()
+                var outcome = commit(batch, upTo: target, rollAt: rollAt, progress: &progress)
                 // A full file system: the batch was not written (what was, is cut off). Wait for
                 // space and try again; nothing of it is acknowledged meanwhile.
                 while case .failure(let failure) = outcome, failure.outOfSpace {
@@ -215,10 +293,9 @@ public final class WriteAheadLog: Sendable {
                         break
                     }
                     usleep(UInt32(Self.outOfSpaceRetry.components.attoseconds / 1_000_000_000_000))
-                    outcome = commit(batch, upTo: target)
+                    outcome = commit(batch, upTo: target, rollAt: rollAt, progress: &progress)
                 }
                 if case .success = outcome, isStalled { setStall(nil) }
-                batch.removeAll()
                 switch outcome {
                 case .success(let lsn):
                     durable.store(lsn, ordering: .releasing)
@@ -227,6 +304,12 @@ public final class WriteAheadLog: Sendable {
                     shared.withLock { $0.failure = failure }
                     failedFlag.store(true, ordering: .releasing)
                 }
+                if let rollAt, case .success = outcome, let segment = progress.segment {
+                    let lsn = target - UInt64(batch.count - rollAt)
+                    shared.withLock { $0.segmentStart = (segment, lsn) }
+                }
+                if rollAt != nil { rolled.signal() }
+                batch.removeAll()
                 for listener in listeners { listener(outcome) }
                 if case .failure = outcome { break }
             }
@@ -234,6 +317,7 @@ public final class WriteAheadLog: Sendable {
         }
         running.store(false, ordering: .releasing)
         finished.signal()
+        rolled.signal()
     }
 }
 

@@ -59,6 +59,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most entries per batch.") var maxEntries = 4_096
     @Option(help: "MiB preallocated for request bodies that arrive in pieces.") var ingestBufferMb = 64
     @Option(help: "Write-ahead-log segment size in MiB.") var segmentMb = 64
+    @Option(
+        help: """
+            Write a checkpoint (every raffle and entry) after this many MiB of log, and at shutdown; \
+            restart then replays at most about that much. Segments a checkpoint covers are removed. 0: never.
+            """)
+    var checkpointMb = 64
     @Option(help: "Most concurrent HTTP/2 streams per connection.") var maxStreams: UInt32 = 256
     @Option(help: "Close idle connections after this many seconds.") var idleTimeout = 60
     @Option(help: "Most open TCP connections from one IPv4 address or IPv6 /64 (0: no cap; use 0 behind a load balancer).")
@@ -98,6 +104,7 @@ struct Serve: AsyncParsableCommand {
         guard (1...65_535).contains(maxEntries) else { throw ValidationError("--max-entries must be 1 to 65535") }
         guard ingestBufferMb >= 1 else { throw ValidationError("--ingest-buffer-mb must be at least 1") }
         guard segmentMb >= 1 else { throw ValidationError("--segment-mb must be at least 1") }
+        guard checkpointMb >= 0 else { throw ValidationError("--checkpoint-mb must be 0 (never) or more") }
         if let loops, loops < 1 { throw ValidationError("--loops must be at least 1") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \(logLevel)") }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -150,7 +157,8 @@ struct Serve: AsyncParsableCommand {
         if let loops { config.eventLoops = loops }
         config.frameLimits = .init(maxPayloadBytes: 16 + 16 * maxEntries, maxEntriesPerBatch: maxEntries)
         config.ingestBufferBytes = ingestBufferMb << 20
-        let local = LocalLedgerConfiguration(directory: data, durability: durability == .fsync ? .fsync : .none, segmentBytes: segmentMb << 20)
+        let local = LocalLedgerConfiguration(directory: data, durability: durability == .fsync ? .fsync : .none, segmentBytes: segmentMb << 20,
+            checkpointBytes: checkpointMb << 20)
         config.http2.maxConcurrentStreams = maxStreams
         config.idleTimeoutMilliseconds = Int64(idleTimeout) * 1_000
         config.maxConnectionsPerAddress = max(maxConnectionsPerAddress, 0)

@@ -82,12 +82,13 @@ struct LedgerTests {
         #expect(ledger.raffle(raffle.id, now: t0)?.entries == 1)
     }
 
-    @Test func restartReplaysRafflesEntriesAndDraws() throws {
+    /// From the log alone (no checkpoints), and from the checkpoint written at shutdown.
+    @Test(arguments: [false, true]) func restartReplaysRafflesEntriesAndDraws(checkpoints: Bool) throws {
         let dir = TempDir()
         var drawn: RaffleInfo
         var id: UInt64
         do {
-            let ledger = try LocalLedger(directory: dir.path)
+            let ledger = try LocalLedger(directory: dir.path, checkpointBytes: checkpoints ? 64 << 20 : 0)
             let raffle = try makeRaffle(ledger)
             id = raffle.id
             let (_, a) = try submit(ledger, raffle: raffle.id, (1...50).map { Entry(userID: $0, tickets: UInt32($0 % 5 + 1)) }, now: t0 + 1)
@@ -97,7 +98,9 @@ struct LedgerTests {
         }
         let reopened = try LocalLedger(directory: dir.path)
         defer { reopened.shutdown() }
-        #expect(reopened.replay.records == 3)
+        #expect(reopened.replay.records == (checkpoints ? 0 : 3), "everything was in the checkpoint")
+        #expect((reopened.recovery.checkpoint != nil) == checkpoints)
+        #expect(reopened.recovery.checkpointEntries == (checkpoints ? 50 : 0))
         let info = try #require(reopened.raffle(id, now: t0 + 20))
         #expect(info == drawn, "same raffle, entries, seed and winners after a restart")
         #expect(info.state == .drawn && info.entries == 50)

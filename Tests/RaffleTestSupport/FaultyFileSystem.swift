@@ -16,17 +16,33 @@ import Synchronization
 ///   that lost power keeps, unlike kill -9, which keeps the page cache. Nothing works afterwards.
 /// - `lyingSync`: `fdatasync` reports success without making anything durable (a log whose sync was
 ///   removed), so a test can show it would catch that.
+/// - `crash(afterOperations:)`: the n+1-th operation that changes the disk (create, write, sync,
+///   truncate, rename, remove) finds the power gone: it fails and `powerLoss()` happens — a crash at
+///   every write boundary, one n at a time.
+///
+/// Names: a rename or removal no directory sync covered is undone at power loss (the old name comes
+/// back), as a created file no directory sync covered disappears.
 public final class FaultyFileSystem: LogFileSystem {
-    private struct OpenFile {
-        var path: String
+    private struct FileLengths {
         var written: Int
         var synced: Int
     }
 
+    /// A change of names not yet made durable, undone at power loss (latest first).
+    private enum NameChange {
+        case renamed(from: String, to: String, replaced: String?)
+        case removed(path: String, keptAt: String)
+    }
+
     private struct State {
-        var files: [Int32: OpenFile] = [:]
+        var open: [Int32: String] = [:]
+        /// Every file written through this layer, by path: what was written and what is durable.
+        var lengths: [String: FileLengths] = [:]
         /// Paths created but not yet covered by a directory sync.
         var unsyncedNames: Set<String> = []
+        var nameChanges: [NameChange] = []
+        var operationsLeft: Int?
+        var kept = 0
         var syncFailure: Int32?
         var syncCalls = 0
         var space: Int?
@@ -58,23 +74,66 @@ public final class FaultyFileSystem: LogFileSystem {
     }
 
     /// Simulates power loss now (see the type's documentation).
-    public func powerLoss() {
-        state.withLock { s in
-            s.lost = true
-            for file in s.files.values { _ = Glibc.truncate(file.path, off_t(file.synced)) }
-            for path in s.unsyncedNames { unlink(path) }
+    public func powerLoss() { state.withLock { Self.losePower(&$0) } }
+
+    /// The `n`+1-th disk-changing operation from now fails and loses power (nil: never).
+    public func crash(afterOperations n: Int?) { state.withLock { $0.operationsLeft = n } }
+
+    /// Whether power was lost (by `powerLoss()` or a crash point).
+    public var powerWasLost: Bool { state.withLock { $0.lost } }
+
+    private static func losePower(_ s: inout State) {
+        guard !s.lost else { return }
+        s.lost = true
+        for (path, file) in s.lengths where file.synced < file.written { _ = Glibc.truncate(path, off_t(file.synced)) }
+        for change in s.nameChanges.reversed() {
+            switch change {
+            case .renamed(let from, let to, let replaced):
+                Glibc.rename(to, from)
+                if let replaced { Glibc.rename(replaced, to) }
+            case .removed(let path, let keptAt):
+                Glibc.rename(keptAt, path)
+            }
+        }
+        for path in s.unsyncedNames { unlink(path) }
+    }
+
+    /// Fails once power is lost; counts down to a crash point.
+    private func check(_ s: inout State) throws(FileError) {
+        if let left = s.operationsLeft {
+            if left == 0 { Self.losePower(&s) } else { s.operationsLeft = left - 1 }
+        }
+        if s.lost { throw FileError(EIO) }
+    }
+
+    /// Makes the pending name changes in `directory` durable: removed files go for good.
+    private static func settleNames(_ s: inout State, in directory: String) {
+        s.unsyncedNames = s.unsyncedNames.filter { !$0.hasPrefix(directory + "/") }
+        s.nameChanges = s.nameChanges.filter { change in
+            switch change {
+            case .renamed(_, let to, let replaced):
+                guard to.hasPrefix(directory + "/") else { return true }
+                if let replaced { unlink(replaced) }
+                return false
+            case .removed(let path, let keptAt):
+                guard path.hasPrefix(directory + "/") else { return true }
+                unlink(keptAt)
+                return false
+            }
         }
     }
 
-    private func check(_ s: State) throws(FileError) {
-        if s.lost { throw FileError(EIO) }
+    private func keep(_ path: String, _ s: inout State) -> String {
+        s.kept += 1
+        return path + ".kept-until-directory-sync-\(s.kept)"
     }
 
     public func create(_ path: String) throws(FileError) -> Int32 {
         try state.withLock { s throws(FileError) in
-            try check(s)
+            try check(&s)
             let fd = try real.create(path)
-            s.files[fd] = OpenFile(path: path, written: 0, synced: 0)
+            s.open[fd] = path
+            s.lengths[path] = FileLengths(written: 0, synced: 0)
             s.unsyncedNames.insert(path)
             return fd
         }
@@ -82,17 +141,18 @@ public final class FaultyFileSystem: LogFileSystem {
 
     public func openForAppending(_ path: String) throws(FileError) -> Int32 {
         try state.withLock { s throws(FileError) in
-            try check(s)
+            if s.lost { throw FileError(EIO) }
             let fd = try real.openForAppending(path)
             let size = Int(lseek(fd, 0, SEEK_END))
-            s.files[fd] = OpenFile(path: path, written: size, synced: size)
+            s.open[fd] = path
+            if s.lengths[path] == nil { s.lengths[path] = FileLengths(written: size, synced: size) }
             return fd
         }
     }
 
     public func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(FileError) -> Int {
         try state.withLock { s throws(FileError) in
-            try check(s)
+            try check(&s)
             var count = bytes.count
             if let space = s.space {
                 guard space > 0 else { throw FileError(ENOSPC) }
@@ -100,47 +160,76 @@ public final class FaultyFileSystem: LogFileSystem {
             }
             let n = try real.write(fd, UnsafeRawBufferPointer(rebasing: bytes[0..<count]))
             if s.space != nil { s.space! -= n }
-            s.files[fd]?.written += n
+            if let path = s.open[fd] { s.lengths[path]?.written += n }
             return n
         }
     }
 
     public func dataSync(_ fd: Int32) throws(FileError) {
         try state.withLock { s throws(FileError) in
-            try check(s)
+            try check(&s)
             s.syncCalls += 1
             if let code = s.syncFailure { throw FileError(code) }
             try real.dataSync(fd)
-            if !s.lyingSync, let written = s.files[fd]?.written { s.files[fd]?.synced = written }
+            if !s.lyingSync, let path = s.open[fd], let written = s.lengths[path]?.written { s.lengths[path]?.synced = written }
         }
     }
 
     public func syncDirectory(_ path: String) throws(FileError) {
         try state.withLock { s throws(FileError) in
-            try check(s)
+            try check(&s)
             if let code = s.syncFailure { throw FileError(code) }
             try real.syncDirectory(path)
-            if !s.lyingSync { s.unsyncedNames = s.unsyncedNames.filter { !$0.hasPrefix(path + "/") } }
+            if !s.lyingSync { Self.settleNames(&s, in: path) }
         }
     }
 
     public func truncate(_ fd: Int32, to length: Int) throws(FileError) {
         try state.withLock { s throws(FileError) in
-            try check(s)
+            try check(&s)
             try real.truncate(fd, to: length)
-            if let old = s.files[fd] {
+            if let path = s.open[fd], let old = s.lengths[path] {
                 if s.space != nil { s.space! += old.written - length }
-                s.files[fd]?.written = length
-                s.files[fd]?.synced = min(old.synced, length)
+                s.lengths[path] = FileLengths(written: length, synced: min(old.synced, length))
             }
         }
     }
 
     public func remove(_ path: String) {
         state.withLock { s in
-            guard !s.lost else { return }
-            real.remove(path)
-            s.unsyncedNames.remove(path)
+            guard (try? check(&s)) != nil else { return }
+            let lengths = s.lengths.removeValue(forKey: path)
+            if s.unsyncedNames.remove(path) != nil {
+                real.remove(path)  // never durable: gone either way
+                return
+            }
+            // Kept aside until a directory sync makes the removal durable.
+            let kept = keep(path, &s)
+            guard Glibc.rename(path, kept) == 0 else { return }
+            s.nameChanges.append(.removed(path: path, keptAt: kept))
+            if let lengths { s.lengths[kept] = lengths }
+        }
+    }
+
+    public func rename(_ from: String, _ to: String) throws(FileError) {
+        try state.withLock { s throws(FileError) in
+            try check(&s)
+            var replaced: String?
+            if access(to, F_OK) == 0 {
+                let kept = keep(to, &s)
+                guard Glibc.rename(to, kept) == 0 else { throw FileError(errno) }
+                replaced = kept
+            }
+            try real.rename(from, to)
+            if let lengths = s.lengths.removeValue(forKey: from) { s.lengths[to] = lengths }
+            for (fd, path) in s.open where path == from { s.open[fd] = to }
+            if s.unsyncedNames.remove(from) != nil {
+                // Created and renamed before any directory sync: the new name is just as undurable.
+                s.unsyncedNames.insert(to)
+                if let replaced { s.nameChanges.append(.removed(path: to, keptAt: replaced)) }
+            } else {
+                s.nameChanges.append(.renamed(from: from, to: to, replaced: replaced))
+            }
         }
     }
 
@@ -148,7 +237,7 @@ public final class FaultyFileSystem: LogFileSystem {
         state.withLock { s in
             // After power loss the descriptor stays open until the ledger closes it; nothing more reaches the disk.
             real.close(fd)
-            s.files[fd] = nil
+            s.open[fd] = nil
         }
     }
 }
