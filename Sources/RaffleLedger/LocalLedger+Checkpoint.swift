@@ -83,7 +83,7 @@ extension LocalLedger {
                 let tickets = r.bytes(Int(entries) * 4)
             else { throw damage("raffle \(id): entries cut short") }
             let n64 = Int(entries)
-            let record = RaffleRecord(id: id, spec: saved.spec, seed: seed, capacity: n64)
+            let record = RaffleRecord(id: id, spec: saved.spec, seed: seed)
             record.users = ContiguousArray(unsafeUninitializedCapacity: n64) { buffer, initialized in
                 UnsafeMutableRawBufferPointer(buffer).copyMemory(from: users)
                 initialized = n64
@@ -92,19 +92,8 @@ extension LocalLedger {
                 UnsafeMutableRawBufferPointer(buffer).copyMemory(from: tickets)
                 initialized = n64
             }
-            // (Little-endian hosts: the arrays are stored as they lie in memory.)
-            let index = record.index
-            var total: UInt64 = 0
-            let ahead = 8
-            try record.users.withUnsafeBufferPointer { u in
-                for i in 0..<min(ahead, n64) { index.prefetch(u[i]) }
-                for i in 0..<n64 {
-                    if i + ahead < n64 { index.prefetch(u[i + ahead]) }
-                    guard index.insert(u[i]) else { throw damage("raffle \(id): user \(u[i]) appears twice") }
-                }
-            }
-            for t in record.tickets { total &+= UInt64(t) }
-            record.ticketTotal = total
+            // (Little-endian hosts: the arrays are stored as they lie in memory.) The index is built
+            // after replay, together with the log's entries (`settleReplayed`).
             if closed != 0 {
                 record.closedAt = closedAt
                 record.draw = drawLength == 0 ? nil : try? JSONDecoder().decode(DrawResult.self, from: Data(drawJSON))

@@ -50,20 +50,64 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         var ticketTotal: UInt64 = 0
         var closedAt: Int64?
         var draw: DrawResult?
+        /// Entries read from the log at start-up, not yet deduplicated (`settleReplayed`).
+        var replayedUsers = ContiguousArray<UInt64>()
+        var replayedTickets = ContiguousArray<UInt32>()
 
-        init(id: UInt64, spec: RaffleSpec, seed: [UInt8], capacity: Int = 1_024) {
+        init(id: UInt64, spec: RaffleSpec, seed: [UInt8]) {
             self.id = id
             self.spec = spec
             self.seed = seed
             commitment = Draw.commitment(seed: seed)
-            index = DedupeIndex(capacity: capacity)
+            index = DedupeIndex()
         }
 
         @inline(__always)
         func add(_ user: UInt64, _ t: UInt32) {
+            indexed &+= 1  // the entry path inserts into the index first
             users.append(user)
             tickets.append(t)
             ticketTotal &+= UInt64(t)
+        }
+
+        /// Entries at the front of `users` that the index already holds (a checkpoint's are added
+        /// to the list first and to the index here, together with the log's).
+        var indexed = 0
+
+        /// Adds the entries replay collected and indexes everything not indexed yet, all at once
+        /// (`DedupeIndex.insertAll`, the table sized once): the same list as adding the log's entries
+        /// one by one in order. An id repeated within the checkpoint's own list is damage.
+        func settleReplayed(checkpoint file: String?) throws {
+            let fromCheckpoint = users.count - indexed
+            if !replayedUsers.isEmpty {
+                users.append(contentsOf: replayedUsers)
+                tickets.append(contentsOf: replayedTickets)
+                replayedUsers = []
+                replayedTickets = []
+            }
+            guard users.count > indexed else { return }
+            let repeated = users.withUnsafeBufferPointer { index.insertAll(UnsafeBufferPointer(rebasing: $0[indexed...])) }
+            if let first = repeated.first, first < fromCheckpoint, let file {
+                throw CheckpointDamage(file: file, reason: "raffle \(id): user \(users[indexed + first]) appears twice (or is 0)")
+            }
+            if !repeated.isEmpty {
+                // Entries the log holds twice (never written so: admission deduplicates first): keep the first.
+                var keep = indexed
+                var r = 0
+                for i in indexed..<users.count {
+                    if r < repeated.count && repeated[r] == i - indexed {
+                        r += 1
+                        continue
+                    }
+                    users[keep] = users[i]
+                    tickets[keep] = tickets[i]
+                    keep += 1
+                }
+                users.removeLast(users.count - keep)
+                tickets.removeLast(tickets.count - keep)
+            }
+            indexed = users.count
+            ticketTotal = tickets.reduce(0) { $0 &+ UInt64($1) }
         }
 
         func state(now: Int64) -> RaffleState {
@@ -117,6 +161,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
             directory: directory, durability: durability, segmentBytes: segmentBytes, files: files,
             from: checkpoint.map { ($0.segment, $0.lsn) }
         ) { kind, reader in try Self.apply(kind, &reader, to: &replayed) }
+        for record in replayed.raffles.values { try record.settleReplayed(checkpoint: recovery.checkpoint) }
         // Raffles closed before the restart: their published draw, recomputed unless the checkpoint had it.
         for record in replayed.raffles.values where record.closedAt != nil && record.draw == nil {
             record.draw = Self.draw(record, closedAt: record.closedAt ?? 0)
@@ -154,6 +199,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
     package static func replay(segment bytes: UnsafeRawBufferPointer) throws -> Int {
         var state = State()
         let valid = try WriteAheadLog.scanSegment(bytes, isLast: true) { kind, reader in try apply(kind, &reader, to: &state) }
+        for record in state.raffles.values { try record.settleReplayed(checkpoint: nil) }
         for record in state.raffles.values where record.closedAt != nil { record.draw = draw(record, closedAt: record.closedAt ?? 0) }
         return valid
     }
@@ -162,9 +208,13 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         switch kind {
         case .entries:
             guard let id = r.u64(), let raffle = s.raffles[id] else { throw replayError("entries for an unknown raffle") }
-            while r.remaining >= 12 {
-                guard let user = r.u64(), let t = r.u32() else { break }
-                if raffle.index.insert(user) { raffle.add(user, t) }
+            // Collected here, deduplicated once replay is done (`settleReplayed`): inserting one at a
+            // time was bound by a cache miss per entry.
+            let n = r.remaining / 12
+            guard let pairs = r.bytes(n * 12) else { break }
+            for i in 0..<n {
+                raffle.replayedUsers.append(UInt64(littleEndian: pairs.loadUnaligned(fromByteOffset: i * 12, as: UInt64.self)))
+                raffle.replayedTickets.append(UInt32(littleEndian: pairs.loadUnaligned(fromByteOffset: i * 12 + 8, as: UInt32.self)))
             }
         case .raffleCreated:
             guard let id = r.u64() else { throw replayError("raffle record without id") }

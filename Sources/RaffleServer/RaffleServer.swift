@@ -91,17 +91,15 @@ public final class RaffleServer: Service, Sendable {
         let tls = try configuration.tls.map { try TLSContextHolder(files: $0) }
         let ledger = try LocalLedger(local)
         let replay = ledger.replay
+        let recovery = ledger.recovery
         logger.info(
             "ledger ready",
             metadata: [
-                "data": "\(local.directory)", "records": "\(replay.records)", "segments": "\(replay.segments)",
+                "data": "\(local.directory)", "checkpoint": "\(recovery.checkpoint ?? "none")",
+                "checkpoint_entries": "\(recovery.checkpointEntries)", "records_replayed": "\(replay.records)",
+                "bytes_replayed": "\(replay.bytes)", "segments": "\(replay.segments)", "ms": "\(Int(recovery.milliseconds))",
                 "durability": "\(local.durability.rawValue)",
             ])
-        let recovery = ledger.recovery
-        if let checkpoint = recovery.checkpoint {
-            logger.info(
-                "read checkpoint", metadata: ["file": "\(checkpoint)", "entries": "\(recovery.checkpointEntries)", "ms": "\(Int(recovery.milliseconds))"])
-        }
         for damage in recovery.damaged {
             logger.error("passed over a damaged checkpoint: the log after an older one is replayed instead", metadata: ["problem": "\(damage)"])
         }

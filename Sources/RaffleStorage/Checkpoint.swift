@@ -96,8 +96,8 @@ public enum Checkpoint {
     /// `body` wrote). Throws `CheckpointDamage` when the file is not a whole, intact checkpoint.
     public static func read<R>(directory: String, segment: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let file = path(directory, segment: segment)
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw CheckpointDamage(file: file, reason: "cannot be read")
+        guard let data = MappedFile(file) else {
+            throw CheckpointDamage(file: file, reason: "cannot be read: \(errnoText())")
         }
         return try data.withUnsafeBytes { raw throws -> R in
             let header = magic.count + 8

@@ -169,8 +169,8 @@ extension WriteAheadLog {
         for (index, segment) in names.enumerated() {
             let path = WriterState.path(directory, segment)
             let isLast = index == names.count - 1
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw LogFailure(message: "cannot read \(path)")
+            guard let data = MappedFile(path) else {
+                throw LogFailure(message: "cannot read \(path): \(errnoText())")
             }
             let valid = try data.withUnsafeBytes { raw throws -> Int in
                 try scan(raw, path: path, isLast: isLast) { kind, reader in

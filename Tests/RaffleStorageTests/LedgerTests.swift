@@ -200,4 +200,25 @@ struct DedupeIndexTests {
         for key in UInt64(1)...20_000 { #expect(index.contains(key) == reference.contains(key)) }
         #expect(!index.insert(0) && !index.contains(0), "0 is never stored")
     }
+
+    /// `insertAll` (start-up's bulk path) ends as inserting one by one in order would: the same
+    /// stored set, and "not new" exactly where one-by-one insertion said false — into an empty
+    /// index (sized at once) and into one already holding ids (grown), with repeats and zeros.
+    @Test(arguments: [0, 3_000]) func insertAllMatchesOneByOne(stored: Int) {
+        var rng = SystemRandomNumberGenerator()
+        let existing = (0..<stored).map { _ in UInt64.random(in: 1...40_000, using: &rng) }
+        let keys = (0..<60_000).map { i in i % 997 == 0 ? 0 : UInt64.random(in: 1...50_000, using: &rng) }
+        let bulk = DedupeIndex(seed: 7)
+        let single = DedupeIndex(seed: 7)
+        for key in existing {
+            _ = bulk.insert(key)
+            _ = single.insert(key)
+        }
+        let expected = keys.indices.filter { !single.insert(keys[$0]) }
+        let notNew = keys.withUnsafeBufferPointer { bulk.insertAll($0) }
+        #expect(notNew == expected)
+        #expect(bulk.count == single.count)
+        #expect((UInt64(1)...50_000).allSatisfy { bulk.contains($0) == single.contains($0) })
+        #expect(keys.withUnsafeBufferPointer { bulk.insertAll($0) }.count == keys.count, "a second time nothing is new")
+    }
 }
