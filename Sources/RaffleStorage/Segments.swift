@@ -217,6 +217,9 @@ extension WriteAheadLog {
         }.sorted()
     }
 
+    /// The file of segment `segment` in `directory`.
+    public static func segmentPath(_ directory: String, _ segment: Int) -> String { WriterState.path(directory, segment) }
+
     /// `scan` for the replay fuzz target (this package only): one segment's bytes, no file.
     package static func scanSegment(
         _ raw: UnsafeRawBufferPointer, isLast: Bool, apply: (RecordKind, inout RecordReader) throws -> Void

@@ -15,13 +15,14 @@ import RaffleStorage
 import ServiceLifecycle
 import UnixSignals
 
-/// `raffled`: the raffle-entry ingestion server (`raffled serve`, the default) and `raffled verify`.
+/// `raffled`: the raffle-entry ingestion server (`raffled serve`, the default), `raffled verify`
+/// and `raffled backup`.
 @main
 struct Raffled: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raffled",
         abstract: "Raffle-entry ingestion over HTTP/2 and HTTP/1.1 (TLS optional), raw TCP and UDP, with a durable, deduplicating ledger.",
-        subcommands: [Serve.self, Verify.self],
+        subcommands: [Serve.self, Verify.self, Backup.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -296,5 +297,38 @@ struct Verify: ParsableCommand {
         }
         for line in result.lines { say(line) }
         if !result.ok { throw ExitCode(1) }
+    }
+}
+
+/// `raffled backup`: a consistent copy of a local data directory, safe while raffled serves from it.
+struct Backup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy a data directory consistently, while the server runs.",
+        discussion: """
+            Copies the newest checkpoint, the log segments after it and admin.key into a new directory, \
+            syncs them, then opens the copy to check it and count what it holds. Restore: stop raffled, \
+            point --data at the copy (or move it into place), start raffled.
+            """
+    )
+
+    @Option(name: .customLong("data"), help: "The data directory to copy (raffled's --data).") var data = "./raffle-data"
+    @Option(help: "Where to put the copy: a new or empty directory.") var to: String
+
+    func run() throws {
+        let started = ContinuousClock.now
+        let report: LocalBackup.Report
+        do {
+            report = try LocalBackup.copy(from: data, to: to) { name, bytes in
+                say("  copied \(name) (\(bytes >> 20) MiB)")
+            }
+        } catch let failure as LocalBackup.Failure {
+            throw ValidationError(failure.description)
+        }
+        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds)
+        say(
+            "backup of \(data) in \(to): \(report.checkpoint == nil ? "no checkpoint" : "a checkpoint") + \(report.segments) segment(s), "
+                + "\(report.bytes >> 20) MiB; verified: \(report.raffles) raffle(s), \(report.entries) entries"
+                + (report.cutTail ? " (a record being written as it was copied was cut off)" : "")
+                + String(format: " (%.2f s)", seconds))
     }
 }

@@ -117,14 +117,35 @@ extension HTTP2Client {
 /// Users whose entries were acknowledged, collected from many tasks.
 final class Acked: Sendable {
     let set = Mutex<Set<UInt64>>([])
+
+    /// One writer: `rounds` batches of `batch` fresh users (its own range), until one fails (the
+    /// server was killed); the acknowledged ones are added to `set`.
+    func submitFreshUsers(_ client: HTTP2Client, raffle: UInt64, writer: Int, rounds: Int, batch: Int) async {
+        for round in 0..<rounds {
+            let users = (0..<batch).map { UInt64(writer * 10_000_000 + round * batch + $0 + 1) }
+            guard let frames = try? await client.postEntries(batchFrame(raffle: raffle, users: users, requestID: UInt64(round))),
+                let outcomes = frames.first?.outcomes
+            else { return }
+            let entered = zip(users, outcomes).filter { $0.1.isEntered }.map(\.0)
+            set.withLock { $0.formUnion(entered) }
+        }
+    }
+}
+
+/// What `raffled backup` said, handed from the task that ran it.
+final class BackupOutcome: Sendable {
+    let result = Mutex<CommandResult?>(nil)
 }
 
 @Suite("The raffled process: crash recovery and graceful stop", .serialized, .timeLimit(.minutes(2)))
 struct CrashRecoveryTests {
-    @Test func everyAcknowledgedEntrySurvivesKill9ExactlyOnce() async throws {
+    /// With the default checkpoints (none in so little log) and with a checkpoint every MiB on 1 MiB
+    /// segments (checkpoints and segment retirement while the load runs, and the kill).
+    @Test(arguments: [[], ["--segment-mb", "1", "--checkpoint-mb", "1"]])
+    func everyAcknowledgedEntrySurvivesKill9ExactlyOnce(options: [String]) async throws {
         #expect(FileManager.default.isExecutableFile(atPath: RaffledProcess.executable.path), "build raffled first")
         let dir = TempDir()
-        let first = try RaffledProcess(data: dir.path)
+        let first = try RaffledProcess(data: dir.path, extra: options)
         let client = try await HTTP2Client.connect(host: "127.0.0.1", port: first.port, group: ServerFixture.group)
         let raffle = try await client.createRaffle(#"{"title":"Crash","durationSeconds":600}"#, on: first).id
         let acked = Acked()
@@ -132,16 +153,7 @@ struct CrashRecoveryTests {
         // Eight writers submit batches of fresh users; the process is killed while they run.
         await withTaskGroup(of: Void.self) { group in
             for writer in 0..<8 {
-                group.addTask {
-                    for round in 0..<10_000 {
-                        let users = (0..<20).map { UInt64(writer * 10_000_000 + round * 20 + $0 + 1) }
-                        guard let frames = try? await client.postEntries(batchFrame(raffle: raffle, users: users, requestID: UInt64(round))),
-                            let outcomes = frames.first?.outcomes
-                        else { return }
-                        let entered = zip(users, outcomes).filter { $0.1.isEntered }.map(\.0)
-                        acked.set.withLock { $0.formUnion(entered) }
-                    }
-                }
+                group.addTask { await acked.submitFreshUsers(client, raffle: raffle, writer: writer, rounds: 10_000, batch: 20) }
             }
             group.addTask {
                 try? await Task.sleep(for: .milliseconds(700))
@@ -152,7 +164,7 @@ struct CrashRecoveryTests {
         let ackedUsers = acked.set.withLock { $0 }
         #expect(ackedUsers.count > 100, "the load ran before the kill (\(ackedUsers.count) acked)")
 
-        let second = try RaffledProcess(data: dir.path)
+        let second = try RaffledProcess(data: dir.path, extra: options)
         let client2 = try await HTTP2Client.connect(host: "127.0.0.1", port: second.port, group: ServerFixture.group)
         let export = try await client2.request(method: "GET", path: "/v1/raffles/\(raffle)/export?format=csv", headers: [second.adminHeader])
         let entries = try Export.parse(String(buffer: export.body))
@@ -165,6 +177,54 @@ struct CrashRecoveryTests {
         #expect(resend.first?.outcomes?.allSatisfy { $0 == .alreadyEntered } == true)
         await client2.close()
         #expect(second.terminate() == 0)
+    }
+
+    /// `raffled backup` while the server takes entries and writes checkpoints (every MiB): the copy
+    /// holds every entry acknowledged before it began, nothing the server does not hold, and serves.
+    @Test func backupWhileServingIsAConsistentCopy() async throws {
+        let dir = TempDir()
+        let options = ["--segment-mb", "1", "--checkpoint-mb", "1", "--global-rate", "0", "--anonymous-rate", "1000000000"]
+        let server = try RaffledProcess(data: dir.path + "/data", extra: options)
+        let client = try await HTTP2Client.connect(host: "127.0.0.1", port: server.port, group: ServerFixture.group)
+        let raffle = try await client.createRaffle(#"{"title":"Backup","durationSeconds":600}"#, on: server).id
+        let acked = Acked()
+        let ackedBeforeBackup = Acked()
+        let backup = BackupOutcome()
+        await withTaskGroup(of: Void.self) { group in
+            for writer in 0..<4 {
+                group.addTask { await acked.submitFreshUsers(client, raffle: raffle, writer: writer, rounds: 400, batch: 200) }
+            }
+            group.addTask {
+                try? await Task.sleep(for: .milliseconds(600))
+                ackedBeforeBackup.set.withLock { $0 = acked.set.withLock { $0 } }
+                let result = await offPool {
+                    try? runCommandBlocking(
+                        RaffledProcess.executable.path, ["backup", "--data", dir.path + "/data", "--to", dir.path + "/copy"], timeout: 60)
+                }
+                backup.result.withLock { $0 = result }
+            }
+        }
+        let result = try #require(backup.result.withLock { $0 })
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("verified: 1 raffle(s)"), "\(result.stdout)")
+        let served = try await client.request(method: "GET", path: "/v1/raffles/\(raffle)/export?format=csv", headers: [server.adminHeader])
+        let all = Set(try Export.parse(String(buffer: served.body)).map(\.userID))
+        let metrics = String(buffer: try await client.request(method: "GET", path: "/metrics").body)
+        await client.close()
+        #expect(server.terminate() == 0)
+        #expect(all.count == 320_000)
+        let checkpoints = metrics.split(separator: "\n").first { $0.hasPrefix("raffled_checkpoints_total ") }.flatMap { Double($0.split(separator: " ")[1]) }
+        #expect((checkpoints ?? 0) >= 1, "checkpoints ran during the load")
+
+        let restored = try RaffledProcess(data: dir.path + "/copy")
+        let client2 = try await HTTP2Client.connect(host: "127.0.0.1", port: restored.port, group: ServerFixture.group)
+        let export = try await client2.request(method: "GET", path: "/v1/raffles/\(raffle)/export?format=csv", headers: [restored.adminHeader])
+        let copied = Set(try Export.parse(String(buffer: export.body)).map(\.userID))
+        let before = ackedBeforeBackup.set.withLock { $0 }
+        #expect(before.count > 0 && before.isSubset(of: copied), "\(before.subtracting(copied).count) entries acknowledged before the backup are missing")
+        #expect(copied.isSubset(of: all), "the copy holds nothing the server does not")
+        await client2.close()
+        #expect(restored.terminate() == 0)
     }
 
     @Test func sigtermFinishesInFlightWorkAndExitsZero() async throws {
