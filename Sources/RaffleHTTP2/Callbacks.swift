@@ -46,6 +46,13 @@ final class Callbacks: Sendable {
                 Callbacks.with(user, ()) { s in s.delegate.headersComplete(stream: hd.stream_id, endStream: endStream) }
             case NGHTTP2_DATA.rawValue:
                 Callbacks.with(user, ()) { s in s.delegate.dataFrameComplete(stream: hd.stream_id, length: hd.length, endStream: endStream) }
+            case NGHTTP2_PING.rawValue, NGHTTP2_SETTINGS.rawValue:
+                if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 {
+                    Callbacks.with(user, ()) { s in s.delegate.peerControlFrame(type: hd.type) }
+                }
+            case NGHTTP2_RST_STREAM.rawValue:
+                let code = frame.pointee.rst_stream.error_code
+                Callbacks.with(user, ()) { s in s.delegate.peerReset(stream: hd.stream_id, errorCode: code) }
             default:
                 break
             }

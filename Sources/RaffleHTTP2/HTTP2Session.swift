@@ -27,6 +27,16 @@ public protocol HTTP2SessionDelegate: AnyObject {
     func invalidFrame(stream: Int32, type: UInt8)
     /// `stream` closed, with the HTTP/2 error code (0 = NO_ERROR).
     func streamClosed(stream: Int32, errorCode: UInt32)
+    /// The peer sent RST_STREAM for `stream` (before `streamClosed`). Default: nothing.
+    func peerReset(stream: Int32, errorCode: UInt32)
+    /// The peer sent a PING or SETTINGS frame that asks for an acknowledgement (`type` 6 or 4).
+    /// Default: nothing.
+    func peerControlFrame(type: UInt8)
+}
+
+extension HTTP2SessionDelegate {
+    public func peerReset(stream: Int32, errorCode: UInt32) {}
+    public func peerControlFrame(type: UInt8) {}
 }
 
 /// A libnghttp2 session (server or client) driven through memory: bytes in via `receive`, bytes out
@@ -55,8 +65,11 @@ public final class HTTP2Session {
         /// Most SETTINGS entries accepted in one frame. Default 32.
         public var maxSettingsEntries = 32
         /// Peer RST_STREAM rate limit: burst and per-second refill. Default 1,000 / 33.
-        public var resetBurst: UInt64 = 1_000
-        public var resetRatePerSecond: UInt64 = 33
+        /// nghttp2's own limit on streams the peer resets (it answers GOAWAY(INTERNAL_ERROR)): a
+        /// backstop, twice as loose as the server's glitch budget, which counts every peer reset and
+        /// answers GOAWAY(ENHANCE_YOUR_CALM) first.
+        public var resetBurst: UInt64 = 2_000
+        public var resetRatePerSecond: UInt64 = 66
         /// Most queued outbound PING/SETTINGS acks before the session fails. Default 1,000.
         public var maxOutboundAcks = 1_000
         /// Most CONTINUATION frames per header block. Default 8.

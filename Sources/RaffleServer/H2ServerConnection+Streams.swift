@@ -123,6 +123,18 @@ extension H2ServerConnection: HTTP2SessionDelegate {
         glitch()
     }
 
+    /// Every stream the client resets costs a glitch: a rapid-reset flood runs the budget dry and is
+    /// answered GOAWAY(ENHANCE_YOUR_CALM) (nghttp2's own reset limit, looser, is the backstop).
+    func peerReset(stream: Int32, errorCode: UInt32) {
+        glitch()
+    }
+
+    /// So does every PING and SETTINGS the client sends (each makes us queue an acknowledgement): a
+    /// flood of them — from a client that never reads the acknowledgements, too — meets the same end.
+    func peerControlFrame(type: UInt8) {
+        glitch()
+    }
+
     func streamClosed(stream: Int32, errorCode: UInt32) {
         guard let i = slot(of: stream) else { return }
         if table.streams[i].waiting, let p = pendingSlots.firstIndex(of: i) { pendingSlots.remove(at: p) }

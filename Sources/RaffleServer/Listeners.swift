@@ -27,13 +27,15 @@ struct HTTPListener: Sendable {
     let admin: AdminAPI
     let tls: TLSContextHolder?
     let logger: Logger
-    /// The per-address connection cap (nil: none, e.g. the admin listener).
+    /// The per-address connection limits (nil: none, e.g. the admin listener).
     var cap: AddressCap? = nil
+    var metrics: ServerMetrics? = nil
 
     func bootstrap(group: MultiThreadedEventLoopGroup, configuration: ServerConfiguration) -> ServerBootstrap {
         let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
         let timeout = TimeAmount.milliseconds(max(configuration.handshakeTimeoutMilliseconds, 1))
         return ServerBootstrap(group: group)
+            .serverChannelInitializer { [cap, metrics, logger] server in Listeners.gate(server, cap: cap, metrics: metrics, logger: logger) }
             .serverChannelOption(.backlog, value: 1_024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(reusePortOption, value: configuration.reusePort ? 1 : 0)
@@ -44,7 +46,6 @@ struct HTTPListener: Sendable {
                 guard let context = contexts[ObjectIdentifier(channel.eventLoop)] else {
                     return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
                 }
-                if let cap, !cap.admit(channel, metrics: context.value.metrics, logger: logger) { return channel.eventLoop.makeSucceededVoidFuture() }
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls.context)) }
@@ -64,13 +65,22 @@ struct HTTPListener: Sendable {
 
 /// The raw TCP and UDP sockets.
 enum Listeners {
+    /// Puts the per-address limits (`AddressGate`) on a listening socket, if there are any.
+    static func gate(_ server: any Channel, cap: AddressCap?, metrics: ServerMetrics?, logger: Logger) -> EventLoopFuture<Void> {
+        guard let cap, let metrics else { return server.eventLoop.makeSucceededVoidFuture() }
+        return server.eventLoop.makeCompletedFuture {
+            try server.pipeline.syncOperations.addHandler(AddressGate(cap: cap, metrics: metrics, logger: logger))
+        }
+    }
+
     /// Raw TCP: frames back to back, over TLS with the main port's certificate when it has one.
     static func bindRawTCP(
         group: MultiThreadedEventLoopGroup, contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>], port: Int, configuration: ServerConfiguration,
-        tls: TLSContextHolder?, cap: AddressCap?, logger: Logger
+        tls: TLSContextHolder?, cap: AddressCap?, metrics: ServerMetrics, logger: Logger
     ) async throws -> any Channel {
         let high = max(configuration.maxUnsentBytesPerConnection, 64 << 10)
         return try await ServerBootstrap(group: group)
+            .serverChannelInitializer { server in gate(server, cap: cap, metrics: metrics, logger: logger) }
             .serverChannelOption(.backlog, value: 1_024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(reusePortOption, value: configuration.reusePort ? 1 : 0)
@@ -81,7 +91,6 @@ enum Listeners {
                 guard let context = contexts[ObjectIdentifier(channel.eventLoop)] else {
                     return channel.eventLoop.makeFailedFuture(ServerStartError(message: "no loop context"))
                 }
-                if let cap, !cap.admit(channel, metrics: context.value.metrics, logger: logger) { return channel.eventLoop.makeSucceededVoidFuture() }
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
                     try channel.pipeline.syncOperations.addHandler(TCPServerConnection(loop: context.value, logger: logger))

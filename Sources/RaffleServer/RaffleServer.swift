@@ -201,9 +201,10 @@ public final class RaffleServer: Service, Sendable {
         var adminOnly = admin
         adminOnly.servesAdmin = true
         adminOnly.servesEntries = false
-        // One cap for the main port and raw TCP together (the admin listener is the operators').
-        let cap = configuration.maxConnectionsPerAddress > 0 ? AddressCap(limit: configuration.maxConnectionsPerAddress) : nil
-        let main = HTTPListener(contexts: byLoop, admin: admin, tls: tls, logger: logger, cap: cap)
+        // One set of per-address limits for the main port and raw TCP together (the admin listener is the operators').
+        let limits = AddressCap(limit: configuration.maxConnectionsPerAddress, rate: configuration.maxNewConnectionsPerAddressPerSecond)
+        let cap = limits.isEnabled ? limits : nil
+        let main = HTTPListener(contexts: byLoop, admin: admin, tls: tls, logger: logger, cap: cap, metrics: metrics)
         let channel: any Channel
         do {
             channel = try await main.bootstrap(group: group, configuration: configuration)
@@ -229,7 +230,7 @@ public final class RaffleServer: Service, Sendable {
                 }
             }
             if let tcpPort = configuration.resolvedTCPPort {
-                tcpChannel = try await Listeners.bindRawTCP(group: group, contexts: byLoop, port: tcpPort, configuration: configuration, tls: tls, cap: cap, logger: logger)
+                tcpChannel = try await Listeners.bindRawTCP(group: group, contexts: byLoop, port: tcpPort, configuration: configuration, tls: tls, cap: cap, metrics: metrics, logger: logger)
             }
             if let udpPort = configuration.resolvedUDPPort {
                 udpChannels = try await Listeners.bindUDP(group: group, contexts: contexts, port: udpPort, configuration: configuration, logger: logger)

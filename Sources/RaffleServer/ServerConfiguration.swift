@@ -45,6 +45,9 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// Most open TCP connections from one IPv4 address or IPv6 /64 (HTTP and raw TCP together); more
     /// are closed as they arrive. 0: no cap (a load balancer in front). Default 512.
     public var maxConnectionsPerAddress = 512
+    /// Most new TCP connections per second from one IPv4 address or IPv6 /64 (a burst of twice that);
+    /// more are closed as they arrive. 0: no limit (a load balancer in front). Default 100.
+    public var maxNewConnectionsPerAddressPerSecond = 100
     /// Close a connection with no open stream after this long. Default 60 s.
     public var idleTimeoutMilliseconds: Int64 = 60_000
     /// Close a connection that has not completed the HTTP/2 preface after this long. Default 10 s.

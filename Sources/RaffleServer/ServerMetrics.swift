@@ -27,6 +27,8 @@ final class ServerMetrics: Sendable {
     let connectionsOpened: CoreMetrics.Counter
     /// Connections closed on arrival: their address was at its connection cap.
     let connectionsCapped: CoreMetrics.Counter
+    /// Connections closed on arrival: their address opened new ones faster than its rate.
+    let connectionsRateLimited: CoreMetrics.Counter
     /// HTTP/2 connections closed because the peer took no response bytes for the idle timeout.
     let slowReaders: CoreMetrics.Counter
     let connections: CoreMetrics.Meter
@@ -82,6 +84,7 @@ final class ServerMetrics: Sendable {
         connectionsOpened = Counter(label: "raffled_connections_total", factory: factory)
         slowReaders = Counter(label: "raffled_connections_closed_total", dimensions: [("reason", "slow_reader")], factory: factory)
         connectionsCapped = Counter(label: "raffled_connections_refused_total", dimensions: [("reason", "per_address_cap")], factory: factory)
+        connectionsRateLimited = Counter(label: "raffled_connections_refused_total", dimensions: [("reason", "per_address_rate")], factory: factory)
         connections = Meter(label: "raffled_connections_open", factory: factory)
         streams = Counter(label: "raffled_streams_total", factory: factory)
         goaways = Counter(label: "raffled_goaway_enhance_your_calm_total", factory: factory)

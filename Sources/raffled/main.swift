@@ -70,6 +70,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Close idle connections after this many seconds.") var idleTimeout = 60
     @Option(help: "Most open TCP connections from one IPv4 address or IPv6 /64 (0: no cap; use 0 behind a load balancer).")
     var maxConnectionsPerAddress = 512
+    @Option(help: "Most new TCP connections per second from one IPv4 address or IPv6 /64, a burst of twice that (0: no limit; use 0 behind a load balancer).")
+    var maxNewConnectionsPerAddress = 100
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
     @Option(help: "JSON limits file: global and anonymous limits, request cost, API-key clients (see README).")
     var limits: String?
@@ -163,6 +165,7 @@ struct Serve: AsyncParsableCommand {
         config.http2.maxConcurrentStreams = maxStreams
         config.idleTimeoutMilliseconds = Int64(idleTimeout) * 1_000
         config.maxConnectionsPerAddress = max(maxConnectionsPerAddress, 0)
+        config.maxNewConnectionsPerAddressPerSecond = max(maxNewConnectionsPerAddress, 0)
         config.adminPort = adminPort
         config.adminHost = adminHost
         config.reusePort = reusePort

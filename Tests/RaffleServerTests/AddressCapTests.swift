@@ -4,7 +4,8 @@ import NIOCore
 import RaffleTestSupport
 import Testing
 
-/// The per-address connection cap (issue #18: thousands of idle connections from one address).
+/// The per-address connection limits (issue #18: thousands of idle connections from one address,
+/// floods that reconnect each time they are cut off).
 @Suite("Per-address connection cap", .timeLimit(.minutes(1)))
 struct AddressCapTests {
     @Test func oneAddressGetsAtMostTheCapAcrossHTTPAndRawTCP() async throws {
@@ -35,12 +36,59 @@ struct AddressCapTests {
         let cap = AddressCap(limit: 2)
         let a = try SocketAddress(ipAddress: "10.0.0.1", port: 1)
         let b = try SocketAddress(ipAddress: "10.0.0.2", port: 1)
-        #expect(cap.take(a) && cap.take(a) && !cap.take(a) && cap.take(b))
+        #expect(cap.take(a) == nil && cap.take(a) == nil && cap.take(a) == .open && cap.take(b) == nil)
         cap.release(a)
-        #expect(cap.take(a) && cap.count(a) == 2)
+        #expect(cap.take(a) == nil && cap.count(a) == 2)
         let v6a = try SocketAddress(ipAddress: "2001:db8::1", port: 1)
         let v6b = try SocketAddress(ipAddress: "2001:db8::ffff", port: 2)
-        #expect(cap.take(v6a) && cap.take(v6b) && !cap.take(v6a), "one /64 is one host")
-        #expect(AddressCap(limit: 0).take(a), "0: no cap")
+        #expect(cap.take(v6a) == nil && cap.take(v6b) == nil && cap.take(v6a) == .open, "one /64 is one host")
+        #expect(AddressCap(limit: 0).take(a) == nil, "0: no cap")
+    }
+
+    /// New connections per second per address: a burst of twice the rate, then one per 1/rate s;
+    /// other addresses unaffected; addresses with nothing open and no debt are forgotten.
+    @Test func newConnectionsPerAddressAreRateLimited() throws {
+        let cap = AddressCap(limit: 0, rate: 10)  // burst 20, then one per 100 ms
+        let a = try SocketAddress(ipAddress: "10.0.0.1", port: 1)
+        let b = try SocketAddress(ipAddress: "10.0.0.2", port: 1)
+        let t: UInt64 = 1_000_000_000_000
+        var admitted = 0
+        for _ in 0..<30 where cap.take(a, now: t) == nil { admitted += 1 }
+        #expect(admitted == 20, "the burst")
+        #expect(cap.take(a, now: t) == .rate)
+        #expect(cap.take(b, now: t) == nil, "another address has its own budget")
+        #expect(cap.take(a, now: t + 50_000_000) == .rate && cap.take(a, now: t + 100_000_000) == nil, "one per 100 ms")
+        for _ in 0..<21 { cap.release(a, now: t) }
+        cap.release(b, now: t + 1_000_000_000)
+        #expect(cap.remembered == 1, "a, with rate debt left, is kept; b, paid up, is forgotten")
+        cap.release(a, now: t + 10_000_000_000)
+        _ = cap.take(b, now: t + 10_000_000_000)
+        cap.release(b, now: t + 10_000_000_000)
+        #expect(cap.remembered <= 1)
+        // Many addresses passing through: memory stays bounded by the sweep.
+        for i in 0..<20_000 {
+            let addr = try SocketAddress(ipAddress: "10.1.\(i / 250).\(i % 250)", port: 1)
+            _ = cap.take(addr, now: t + 20_000_000_000 + UInt64(i) * 1_000_000_000)
+            cap.release(addr, now: t + 20_000_000_000 + UInt64(i) * 1_000_000_000)
+        }
+        #expect(cap.remembered < 5_000)
+    }
+
+    @Test func aReconnectingFloodIsRefusedOverTheRate() async throws {
+        let f = try await ServerFixture.start {
+            $0.maxNewConnectionsPerAddressPerSecond = 5  // burst 10
+        }
+        // The fixture's client used one; then connect and close as fast as possible.
+        var refused = 0
+        for _ in 0..<30 {
+            let s = try RawSocket(port: f.server.port)
+            s.send(RawHTTP2.preface + RawHTTP2.settings())
+            let (frames, closed) = s.read(for: 1) { $0.contains { $0.type == 4 } }
+            if closed && !frames.contains(where: { $0.type == 4 }) { refused += 1 }
+        }
+        #expect(refused >= 15, "most of 30 quick connections over a burst of 10 are closed on arrival (\(refused))")
+        let metrics = String(buffer: try await f.client.request(method: "GET", path: "/metrics").body)
+        #expect(metrics.contains(#"raffled_connections_refused_total{reason="per_address_rate"} \#(refused)"#))
+        await f.stop()
     }
 }
