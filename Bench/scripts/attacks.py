@@ -7,12 +7,12 @@ core 1, for each attack first alone (the baseline of that row: the disk's fsync 
 shared host, so each attack is compared with a run just before it) and then alongside the attack,
 from another address (127.0.0.2, so the per-address limits do not count them together); the
 attacker runs on core 1 too,
-under `nice 19`, so the legitimate client keeps its share of that core. For each attack the table
+under SCHED_IDLE (`chrt --idle`), so the legitimate client has that core whenever it wants it. For each attack the table
 says how the offender's connections ended (the GOAWAY / RST_STREAM code, an HTTP status, a close,
 or for UDP the bytes answered per byte sent), the server's CPU share and peak RSS during the attack,
 and the legitimate client's p99 against its baseline (the goal: within 2x).
 
-Usage: Bench/scripts/attacks.py [--seconds 8] [--rate 5000] [--only NAME,...]
+Usage: Bench/scripts/attacks.py [--seconds 8] [--rate 5000] [--rounds 3] [--durability fsync|none] [--only NAME,...]
 (builds raffled and raffle-bench in release first unless --no-build).
 """
 import argparse
@@ -442,8 +442,10 @@ def legit(args, port, key, out):
 
 
 def run_attack(name, port, udp_port, seconds):
-    """Runs one attack in a niced child process on core 1 for `seconds`; returns its summary."""
-    cmd = pin(1, ["nice", "-n", "19", sys.executable, __file__, "--attack", name, "--port", str(port),
+    """Runs one attack in a child process (SCHED_IDLE) on core 1 for `seconds`; returns its summary."""
+    # SCHED_IDLE (chrt --idle): the attacker only gets core 1 when the legitimate client does not want
+    # it, and gives it up at once when the client wakes (nice 19 alone still delays its wake-ups).
+    cmd = pin(1, ["chrt", "--idle", "0", sys.executable, __file__, "--attack", name, "--port", str(port),
                   "--udp-port", str(udp_port), "--seconds", str(seconds)])
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
@@ -453,6 +455,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--only", default="")
+    parser.add_argument("--rounds", type=int, default=3, help="alone/attack pairs per attack; medians are shown")
+    parser.add_argument("--durability", default="fsync", help="the server's durability: fsync (default) or none")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--attack")
     parser.add_argument("--port", type=int)
@@ -479,7 +483,7 @@ def main():
     tmp = tempfile.mkdtemp()
     port = 18580
     server = subprocess.Popen(pin(0, [os.path.join(ROOT, ".build/release/raffled"), "--port", str(port), "--data", tmp + "/data",
-                                      "--loops", "1", "--idle-timeout", "5", "--global-rate", "0", "--anonymous-rate", "1000000000",
+                                      "--loops", "1", "--idle-timeout", "5", "--durability", args.durability, "--global-rate", "0", "--anonymous-rate", "1000000000",
                                       "--log-level", "error"]), stdout=subprocess.DEVNULL, stderr=open(tmp + "/raffled.log", "w"))
     try:
         for _ in range(100):
@@ -492,9 +496,9 @@ def main():
         only = [s.strip() for s in args.only.split(",") if s.strip()]
         chosen = [a for a in ATTACKS if not only or any(o.lower() in a[0].lower() for o in only)]
         legit(args, port, key, tmp + "/warm-up.json")  # connections, caches, the first raffle: not measured
-        print("attacks: raffled on core 0 (--loops 1, --idle-timeout 5); legitimate client `raffle-bench mobile` on core 1 at "
-              "%d requests/s for %.0f s, alone then beside the attack; attacker on core 1 under nice 19, from %s" % (
-                  args.rate, args.seconds, ATTACKER))
+        print("attacks: raffled on core 0 (--loops 1, --idle-timeout 5, --durability %s); legitimate client `raffle-bench mobile` "
+              "on core 1 at %d requests/s for %.0f s, alone then beside the attack, %d rounds (medians shown); attacker on core 1 "
+              "under SCHED_IDLE, from %s" % (args.durability, args.rate, args.seconds, args.rounds, ATTACKER))
         print()
         header = "%-36s | %-44s | %6s | %7s | %15s | %s" % (
             "attack", "offender ended with", "CPU", "RSS MiB", "p99 ms: alone", "with attack (ratio)")
@@ -503,46 +507,56 @@ def main():
         worst = 0.0
         ratios = []
         for name, _, _ in chosen:
-            base, _ = legit(args, port, key, tmp + "/baseline.json")
-            cpu_a, _ = server_sample(server.pid)
-            before = counters(port)
-            t_a = time.time()
-            child = run_attack(name, port, port + 2, max(args.seconds + 2, MINIMUM.get(name, 0)))
-            time.sleep(1.0)  # the attack is under way before the client starts
-            peak = [0]
-            sampling = threading.Event()
+            pairs, counted_total, endings_total, extra, cpu_share, peak = [], {}, {}, None, [], [0]
+            for _ in range(args.rounds):
+                base, _ = legit(args, port, key, tmp + "/baseline.json")
+                cpu_a, _ = server_sample(server.pid)
+                before = counters(port)
+                t_a = time.time()
+                child = run_attack(name, port, port + 2, max(args.seconds + 2, MINIMUM.get(name, 0)))
+                time.sleep(1.0)  # the attack is under way before the client starts
+                sampling = threading.Event()
 
-            def sample():
-                while not sampling.is_set():
-                    try:
-                        peak[0] = max(peak[0], server_sample(server.pid)[1])
-                    except OSError:
-                        return
-                    sampling.wait(0.1)
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            p99, rate = legit(args, port, key, tmp + "/legit.json")
-            out, _ = child.communicate(timeout=60)
-            sampling.set()
-            cpu_b, _ = server_sample(server.pid)
-            after = counters(port)
-            counted = ", ".join("%s +%d" % (short, after.get(m, 0) - before.get(m, 0)) for m, short in COUNTED
-                                if after.get(m, 0) - before.get(m, 0) > 0)
-            summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"endings": {"no summary": 1}}
-            endings = ", ".join("%s x%d" % (k, v) for k, v in sorted(summary.get("endings", {}).items(), key=lambda kv: -kv[1]))
-            extra = summary.get("amplification") or summary.get("cut off after")
-            if extra:
-                endings += " (%s)" % extra
-            ratio = p99 / base if base else 0
+                def sample():
+                    while not sampling.is_set():
+                        try:
+                            peak[0] = max(peak[0], server_sample(server.pid)[1])
+                        except OSError:
+                            return
+                        sampling.wait(0.1)
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
+                p99, rate = legit(args, port, key, tmp + "/legit.json")
+                out, _ = child.communicate(timeout=60)
+                sampling.set()
+                cpu_b, _ = server_sample(server.pid)
+                cpu_share.append(100 * (cpu_b - cpu_a) / (time.time() - t_a))
+                after = counters(port)
+                for m, short in COUNTED:
+                    counted_total[short] = counted_total.get(short, 0) + after.get(m, 0) - before.get(m, 0)
+                summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"endings": {"no summary": 1}}
+                for k, v in summary.get("endings", {}).items():
+                    endings_total[k] = endings_total.get(k, 0) + v
+                extra = summary.get("amplification") or summary.get("cut off after") or extra
+                pairs.append((base, p99, rate))
+                time.sleep(1.0)
+            median = lambda xs: sorted(xs)[len(xs) // 2]
+            base, p99 = median([b for b, _, _ in pairs]), median([p for _, p, _ in pairs])
+            ratio = median([p / b for b, p, _ in pairs if b])
+            rate = min(r for _, _, r in pairs)
             worst = max(worst, ratio)
             ratios.append(ratio)
+            endings = ", ".join("%s x%d" % (k, v) for k, v in sorted(endings_total.items(), key=lambda kv: -kv[1]))
+            if extra:
+                endings += " (%s)" % extra
+            counted = ", ".join("%s +%d" % (k, v) for k, v in counted_total.items() if v > 0)
             print("%-36s | %-44s | %5.0f%% | %7d | %15.2f | %.2f (%.2fx)%s" % (
-                name, endings[:44], 100 * (cpu_b - cpu_a) / (time.time() - t_a), peak[0] // 1024, base, p99, ratio,
+                name, endings[:44], median(cpu_share), peak[0] // 1024, base, p99, ratio,
                 "" if rate >= args.rate * 0.95 else " (client reached %.0f/s)" % rate), flush=True)
             if len(endings) > 44:
                 print("%-36s   %s" % ("", endings[44:]))
             print("%-36s   server counted: %s" % ("", counted or "-"))
-            time.sleep(1.0)
+            print("%-36s   rounds (alone -> with attack, ms): %s" % ("", ", ".join("%.2f -> %.2f" % (b, p) for b, p, _ in pairs)))
         print()
         print("p99 with attack / alone: median %.2fx, worst %.2fx (goal: within 2x); server still healthy: %s" % (
             sorted(ratios)[len(ratios) // 2], worst, urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=2).read().decode()))

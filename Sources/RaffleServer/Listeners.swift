@@ -138,6 +138,11 @@ enum Listeners {
                     .channelOption(.socketOption(.so_reuseaddr), value: 1)
                     .channelOption(reusePortOption, value: 1)
                     .channelOption(.datagramVectorReadMessageCount, value: udpBatch)
+                    // One vector read (32 datagrams) per turn of the loop: a UDP flood gets a turn
+                    // like any connection, not four, and what it sends beyond that waits in (and
+                    // overflows from) the socket's buffer, where dropping costs the kernel little.
+                    // Measured: Bench/RESULTS.md, "The attack catalogue".
+                    .channelOption(.maxMessagesPerRead, value: 1)
                     // NIO splits one buffer among the vector read's messages: each gets room for a
                     // datagram over the limit, so oversize ones are seen (and answered) as such.
                     .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: udpBatch * udpRoom))

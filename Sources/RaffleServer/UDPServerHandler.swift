@@ -87,19 +87,25 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
             client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds(), source: sources.buckets[Self.bucket(of: envelope.remoteAddress)])
         let full = session.replies.marks.count - sent >= Self.maxPendingAcks
         let marksBefore = session.replies.marks.count
-        envelope.data.withUnsafeReadableBytes { bytes in answer(bytes, size: size, requester: requester, full: full) }
+        let errors = sources.errors[Self.bucket(of: envelope.remoteAddress)]
+        envelope.data.withUnsafeReadableBytes { bytes in answer(bytes, size: size, requester: requester, full: full, errors: errors) }
         guard session.replies.marks.count == marksBefore + 1 else {
-            loop.metrics.udpDropped.increment()  // nothing to answer (cannot happen: every path replies)
+            loop.metrics.udpDropped.increment()  // not answered: the source's error replies are used up
             return
         }
         peers.append(Peer(address: envelope.remoteAddress, requestSize: size))
         settle()
     }
 
-    /// Answers one datagram into the session's reply queue: exactly one reply, never larger than
-    /// the request (errors are cut to fit; an ack or pong is never larger than its request).
-    private func answer(_ bytes: UnsafeRawBufferPointer, size: Int, requester: Requester, full: Bool) {
+    /// Answers one datagram into the session's reply queue: one reply, never larger than the request
+    /// (errors are cut to fit; an ack or pong is never larger than its request) — except an error for
+    /// a source that has had its share of error replies (`UDPSourceBuckets.errorLimit`): garbage from
+    /// a flood of (spoofed) sources is dropped rather than answered, so answering it cannot cost the
+    /// server more than reading it.
+    private func answer(_ bytes: UnsafeRawBufferPointer, size: Int, requester: Requester, full: Bool, errors: AtomicGCRA) {
+        func mayAnswerError() -> Bool { errors.take(1, now: requester.nowNanos) == .admit }
         if size > maxDatagram {
+            guard mayAnswerError() else { return }
             // The header's request id only if the header can be read (PROTOCOL.md §3): else 0.
             let readable = bytes[0] == 0x52 && bytes[1] == 0x46 && bytes[2] == Wire.version
             let id = readable ? bytes.loadUnaligned(fromByteOffset: 12, as: UInt64.self).littleEndian : 0
@@ -111,6 +117,7 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
         do throws(ProtocolError) {
             guard let frame = try decoder.decode(bytes, endOfInput: true) else { return }
             guard frame.frameLength == size else {
+                guard mayAnswerError() else { return }
                 _ = loop.answer(
                     ProtocolError(code: .malformedPayload, message: "datagram holds \(size - frame.frameLength) bytes after its frame: one frame per datagram", requestID: frame.header.requestID),
                     replies: &session.replies, maxReplyBytes: size, flags: .checksum)
@@ -124,6 +131,7 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
             _ = loop.answer(frame, requester: requester, anonymous: &unusedLocal, replies: &session.replies, maxReplyBytes: size)
         } catch {
             loop.metrics.frameErrors.increment()
+            guard mayAnswerError() else { return }
             _ = loop.answer(error, replies: &session.replies, maxReplyBytes: size, flags: .checksum)
         }
     }
@@ -205,9 +213,16 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
 /// The per-source-address buckets of the UDP endpoint, one table for every loop: atomic GCRA
 /// buckets, so a source is held to one limit whichever loop's socket its datagrams reach.
 final class UDPSourceBuckets: Sendable {
+    /// Error replies per source: 10 a second, 20 at once. A working client sees its mistakes
+    /// answered; a flood of garbage gets no more answers than that (PROTOCOL.md §13).
+    static let errorLimit = RateLimit(ratePerSecond: 10, burst: 20)
+
     let buckets: [AtomicGCRA]
+    /// Each source's allowance of error replies.
+    let errors: [AtomicGCRA]
 
     init(limit: RateLimit) {
         buckets = (0..<UDPServerHandler.sourceBuckets).map { _ in AtomicGCRA(limit) }
+        errors = (0..<UDPServerHandler.sourceBuckets).map { _ in AtomicGCRA(Self.errorLimit) }
     }
 }

@@ -253,6 +253,28 @@ struct UDPTests {
         await f.stop()
     }
 
+    /// Error replies are limited per source (20 at once, 10 a second): a garbage flood is read and
+    /// dropped, not answered; acks to good batches go on; once the allowance refills, errors are
+    /// answered again.
+    @Test func errorRepliesAreLimitedPerSource() async throws {
+        let f = try await ServerFixture.start()
+        let raffle = try await f.createRaffle()
+        let u = DatagramSocket(port: try #require(f.server.udpPort))
+        let plain = batchFrame(raffle: raffle, users: [1, 2], requestID: 5)  // no checksum: an error
+        for _ in 0..<100 { u.send(plain) }
+        var answered = 0
+        while u.receive() != nil { answered += 1 }
+        #expect(answered >= 20 && answered <= 25, "the burst of error replies, then silence (\(answered))")
+        let good = try checksummed(Frame(requestID: 77, body: .entryBatch(raffleID: raffle, entries: [Entry(userID: 9)])))
+        let ack = try FrameDecoder(receiver: .client).decodeAll(u.exchange(good) ?? []).first
+        #expect(ack?.outcomes == [.accepted], "a good batch from the same source is still acknowledged")
+        try await Task.sleep(for: .milliseconds(400))  // ~4 error replies' worth refilled
+        #expect(u.exchange(plain) != nil, "errors are answered again once the allowance refills")
+        let metrics = String(buffer: try await f.client.request(method: "GET", path: "/metrics").body)
+        #expect(metrics.contains(#"raffled_udp_datagrams_total{result="dropped"}"#))
+        await f.stop()
+    }
+
     @Test func sendersAreThrottledPerSourceAddress() async throws {
         let f = try await ServerFixture.start { $0.admission.anonymous = RateLimit(ratePerSecond: 10, burst: 6) }
         let raffle = try await f.createRaffle()
