@@ -104,11 +104,20 @@ extension LocalLedger {
         return (state, lsn)
     }
 
-    /// Writes a checkpoint now (the background thread does this every `checkpointBytes` of log), then
-    /// retires the segments and checkpoints it covers. One at a time; the entry path keeps running.
-    /// Blocking: call it from a thread of your own, never an event loop.
+    /// Writes a checkpoint now (the background thread does this every `checkpointBytes` of log, and
+    /// shutdown once more), then retires the segments and checkpoints it covers. One at a time; the
+    /// entry path keeps running. `onCheckpoint` listeners hear how it went. Blocking: call it from a
+    /// thread of your own, never an event loop.
     @discardableResult
     public func checkpoint() throws(LogFailure) -> CheckpointReport {
+        let outcome: Result<CheckpointReport, LogFailure>
+        do throws(LogFailure) { outcome = .success(try writeCheckpoint()) } catch { outcome = .failure(error) }
+        let told = outcome.mapError { LedgerError(.unavailable, $0.message) }
+        for listener in checkpoints.listeners.withLock({ $0 }) { listener(told) }
+        return try outcome.get()
+    }
+
+    private func writeCheckpoint() throws(LogFailure) -> CheckpointReport {
         try checkpoints.serially { () throws(LogFailure) -> (CheckpointReport, UInt64) in
             let started = ContinuousClock.now
             // Snapshot under the lock: the log position and each raffle's entry count.
@@ -224,13 +233,10 @@ final class Checkpointer: Sendable {
                 }
                 let log = ledger.log
                 guard !log.hasFailed, !log.isStalled, log.appendedLSN &- self.coveredLSN >= UInt64(self.every) else { continue }
-                let outcome: Result<CheckpointReport, LedgerError>
-                do throws(LogFailure) { outcome = .success(try ledger.checkpoint()) } catch {
+                do throws(LogFailure) { try ledger.checkpoint() } catch {
                     // The log still holds everything: try again in 10 s (a new file, never the same sync).
-                    outcome = .failure(LedgerError(.unavailable, error.message))
                     pause = 100
                 }
-                for listener in self.listeners.withLock({ $0 }) { listener(outcome) }
             }
             self.done.signal()
         }

@@ -170,7 +170,7 @@ public final class RaffleServer: Service, Sendable {
             case .failure(let error):
                 metrics.checkpointFailures.increment()
                 logger.error(
-                    "checkpoint failed: nothing is lost (the log holds it all) but restart will replay more; retrying in 10 s",
+                    "checkpoint failed: nothing is lost (the log holds it all) but restart will replay more; the checkpoint thread tries again in 10 s",
                     metadata: ["error": "\(error.message)"])
             }
         }
