@@ -1,4 +1,5 @@
 import Foundation
+import RaffleCore
 import RaffleServer
 import RaffleStorage
 import RaffleTestSupport
@@ -40,6 +41,37 @@ struct StorageFaultServerTests {
         #expect(firstStatus == 200 && firstFrames.first?.outcomes?.count == 20, "the waiting batch is acknowledged once written")
         #expect(try await until { try await f.client.request(method: "GET", path: "/readyz").status == 200 })
         #expect(try await metrics(f).contains("raffled_storage_stalled 0"))
+        await f.stop()
+    }
+
+    /// The same full disk over every other transport: HTTP/1.1 (503, retry-after), raw TCP and UDP
+    /// (an UNAVAILABLE error frame for the batch). Blocking socket reads run off the cooperative pool.
+    @Test func aFullDiskIsUnavailableOverHTTP1RawTCPAndUDP() async throws {
+        let files = FaultyFileSystem()
+        let f = try await ServerFixture.start(files: files)
+        let raffle = try await f.createRaffle()
+        files.space = 100
+        let waiting = Task { try await f.post(batchFrame(raffle: raffle, users: 1...20, requestID: 1)) }
+        #expect(try await until { try await f.client.request(method: "GET", path: "/readyz").status == 503 })
+        let (port, tcpPort, udpPort) = (f.server.port, try #require(f.server.tcpPort), try #require(f.server.udpPort))
+        let batch = try checksummed(Frame(requestID: 9, body: .entryBatch(raffleID: raffle, entries: [Entry(userID: 500)])))
+        let (h1, tcp, udp) = await offPool { () -> (HTTP1Response?, Frame?, Frame?) in
+            let h = try? RawSocket(port: port)
+            h?.send(http1("POST", Wire.entriesPath, headers: [framesType], body: batch))
+            let h1 = h.flatMap { s in HTTP1Response.parseAll(s.readBytes(for: 5) { HTTP1Response.parseAll($0).count >= 1 }.bytes).first }
+            let t = try? FrameSocket(port: tcpPort)
+            t?.send(batch)
+            let tcp = t?.read(frames: 1).frames.first
+            let udp = (try? FrameDecoder(receiver: .client).decodeAll(DatagramSocket(port: udpPort).exchange(batch) ?? []))?.first
+            return (h1, tcp, udp)
+        }
+        #expect(h1?.status == 503 && h1?.header("retry-after") == "1", "HTTP/1.1")
+        #expect(try FrameDecoder(receiver: .client).decodeAll(h1?.body ?? []).first?.errorCode == .unavailable, "HTTP/1.1 body")
+        #expect(tcp?.errorCode == .unavailable, "raw TCP: \(String(describing: tcp))")
+        #expect(udp?.errorCode == .unavailable, "UDP: \(String(describing: udp))")
+        files.space = nil
+        #expect(try await waiting.value.0 == 200, "the batch taken before the stall is acknowledged once written")
+        #expect(try await f.getJSON("/v1/raffles/\(raffle)", as: RaffleInfo.self).entries == 20, "nothing refused was stored")
         await f.stop()
     }
 
