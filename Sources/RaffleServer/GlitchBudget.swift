@@ -16,8 +16,8 @@ struct GlitchBudget {
         refilledAt = now
     }
 
-    /// Counts one glitch at `now`; false once the budget is spent (answer GOAWAY(ENHANCE_YOUR_CALM)).
-    mutating func spend(now: UInt64) -> Bool {
+    /// Counts `cost` glitches at `now`; false once the budget is spent (answer GOAWAY(ENHANCE_YOUR_CALM)).
+    mutating func spend(now: UInt64, cost: Int = 1) -> Bool {
         if perSecond > 0 {
             // Whole milliseconds since the last refill, capped so the product cannot overflow.
             let elapsedMs = Int(min((now &- refilledAt) / 1_000_000, UInt64(Int.max / 1_000_000)))
@@ -27,7 +27,7 @@ struct GlitchBudget {
                 refilledAt = now
             }
         }
-        tokens -= 1
+        tokens -= cost
         return tokens >= 0
     }
 }

@@ -129,10 +129,12 @@ extension H2ServerConnection: HTTP2SessionDelegate {
         glitch()
     }
 
-    /// So does every PING and SETTINGS the client sends (each makes us queue an acknowledgement): a
-    /// flood of them — from a client that never reads the acknowledgements, too — meets the same end.
+    /// So does every PING and SETTINGS the client sends (each makes us queue an acknowledgement),
+    /// ten glitches each: a client needs a handful per connection, so a flood of them — from a client
+    /// that never reads the acknowledgements, too — is cut off after 100 (measured: a never-reading
+    /// SETTINGS flood cost the server ~10× more per connection at one glitch each; RESULTS.md).
     func peerControlFrame(type: UInt8) {
-        glitch()
+        glitch(cost: 10)
     }
 
     func streamClosed(stream: Int32, errorCode: UInt32) {

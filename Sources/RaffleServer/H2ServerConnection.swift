@@ -230,8 +230,8 @@ final class H2ServerConnection: ChannelInboundHandler, LoopConnection {
     }
 
     /// Abuse accounting: a token bucket of "glitches"; when it runs dry, GOAWAY(ENHANCE_YOUR_CALM).
-    func glitch() {
-        if !glitches.spend(now: monotonicNanoseconds()), let session, !draining {
+    func glitch(cost: Int = 1) {
+        if !glitches.spend(now: monotonicNanoseconds(), cost: cost), let session, !draining {
             logger.info("GOAWAY(ENHANCE_YOUR_CALM): too many empty, invalid or oversized frames on one connection")
             loop.metrics.goaways.increment()
             session.goAway(errorCode: HTTP2Session.enhanceYourCalm)

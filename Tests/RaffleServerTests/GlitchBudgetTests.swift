@@ -10,6 +10,15 @@ struct GlitchBudgetTests {
         times.map { budget.spend(now: $0 * Self.ms) }
     }
 
+    @Test func aCostlyGlitchSpendsSeveral() {
+        var budget = GlitchBudget(burst: 100, perSecond: 0, now: 0)
+        var fitted = 0
+        for _ in 0..<10 where budget.spend(now: 0, cost: 10) { fitted += 1 }
+        #expect(fitted == 10, "ten PINGs of cost 10 fit a burst of 100")
+        let eleventh = budget.spend(now: 0, cost: 10)
+        #expect(!eleventh)
+    }
+
     @Test func aBurstThenNothingWithoutARate() {
         var budget = GlitchBudget(burst: 3, perSecond: 0, now: 0)
         let answers = spend(&budget, at: [0, 0, 0, 1_000_000])
