@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import RaffleAdmission
 import Synchronization
 
 /// Per-address connection limits, for TCP connections (HTTP/2, HTTP/1.1, raw TCP together) from one
@@ -21,8 +22,13 @@ final class AddressCap: Sendable {
 
     private struct Entry {
         var open = 0
-        /// GCRA's theoretical arrival time of the next connection, ns (monotonic).
-        var tat: UInt64 = 0
+        /// New connections, one token each (the admission buckets' GCRA); nil without a rate.
+        var connections: LocalGCRA?
+
+        /// Nothing open and the rate bucket full again: the entry can be forgotten.
+        func isIdle(now: UInt64) -> Bool {
+            open == 0 && (connections.map { $0.available(now: now) >= $0.limit.burst } ?? true)
+        }
     }
 
     private struct State {
@@ -34,15 +40,11 @@ final class AddressCap: Sendable {
 
     let limit: Int
     let rate: Int
-    private let interval: UInt64
-    private let tolerance: UInt64
     private let state = Mutex(State())
 
     init(limit: Int, rate: Int = 0) {
         self.limit = limit
         self.rate = rate
-        interval = rate > 0 ? 1_000_000_000 / UInt64(rate) : 0
-        tolerance = interval * UInt64(max(2 * rate, 1))
     }
 
     var isEnabled: Bool { limit > 0 || rate > 0 }
@@ -51,18 +53,15 @@ final class AddressCap: Sendable {
     func take(_ address: SocketAddress?, now: UInt64 = monotonicNanoseconds()) -> Refusal? {
         guard isEnabled, let key = AddressKey(address) else { return nil }
         return state.withLock { s -> Refusal? in
-            var entry = s.entries[key, default: Entry()]
+            let rate = self.rate
+            var entry = s.entries[key] ?? Entry(connections: rate > 0 ? LocalGCRA(RateLimit(ratePerSecond: UInt64(rate), burst: UInt64(2 * rate))) : nil)
             if limit > 0 && entry.open >= limit { return .open }
-            if rate > 0 {
-                let next = max(entry.tat, now) + interval
-                if next - now > tolerance { return .rate }
-                entry.tat = next
-            }
+            if entry.connections != nil, entry.connections?.take(1, now: now) != .admit { return .rate }
             entry.open += 1
             s.entries[key] = entry
             if s.entries.count >= s.sweepAt {
                 // Addresses with nothing open and no rate debt left are forgotten.
-                s.entries = s.entries.filter { $0.value.open > 0 || $0.value.tat > now }
+                s.entries = s.entries.filter { !$0.value.isIdle(now: now) }
                 s.sweepAt = max(4_096, s.entries.count * 2)
             }
             return nil
@@ -75,7 +74,7 @@ final class AddressCap: Sendable {
         state.withLock { s in
             guard var entry = s.entries[key] else { return }
             entry.open = max(entry.open - 1, 0)
-            s.entries[key] = entry.open == 0 && entry.tat <= now ? nil : entry
+            s.entries[key] = entry.isIdle(now: now) ? nil : entry
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import RaffleCore
+import RaffleHTTP2Client
 import RaffleServer
 import RaffleStorage
 import RaffleTestSupport
@@ -22,13 +23,19 @@ struct StorageFaultServerTests {
         return false
     }
 
-    @Test func aFullDiskRefusesEntriesUntilSpaceReturns() async throws {
+    /// A server on a file system with 100 bytes left, a raffle, and a batch taken that now waits for
+    /// space (its ack comes once the disk has room again).
+    func stalled() async throws -> (FaultyFileSystem, ServerFixture, UInt64, Task<(Int, [Frame], HTTP2Response), any Error>) {
         let files = FaultyFileSystem()
         let f = try await ServerFixture.start(files: files)
         let raffle = try await f.createRaffle()
         files.space = 100
-        // This batch is taken, then waits for space: its ack comes once the disk has room again.
         let waiting = Task { try await f.post(batchFrame(raffle: raffle, users: 1...20, requestID: 1)) }
+        return (files, f, raffle, waiting)
+    }
+
+    @Test func aFullDiskRefusesEntriesUntilSpaceReturns() async throws {
+        let (files, f, raffle, waiting) = try await stalled()
         #expect(try await until { try await f.client.request(method: "GET", path: "/readyz").status == 503 })
         let ready = try await f.client.request(method: "GET", path: "/readyz")
         #expect(String(buffer: ready.body).contains("stalled"))
@@ -47,11 +54,7 @@ struct StorageFaultServerTests {
     /// The same full disk over every other transport: HTTP/1.1 (503, retry-after), raw TCP and UDP
     /// (an UNAVAILABLE error frame for the batch). Blocking socket reads run off the cooperative pool.
     @Test func aFullDiskIsUnavailableOverHTTP1RawTCPAndUDP() async throws {
-        let files = FaultyFileSystem()
-        let f = try await ServerFixture.start(files: files)
-        let raffle = try await f.createRaffle()
-        files.space = 100
-        let waiting = Task { try await f.post(batchFrame(raffle: raffle, users: 1...20, requestID: 1)) }
+        let (files, f, raffle, waiting) = try await stalled()
         #expect(try await until { try await f.client.request(method: "GET", path: "/readyz").status == 503 })
         let (port, tcpPort, udpPort) = (f.server.port, try #require(f.server.tcpPort), try #require(f.server.udpPort))
         let batch = try checksummed(Frame(requestID: 9, body: .entryBatch(raffleID: raffle, entries: [Entry(userID: 500)])))
