@@ -135,6 +135,7 @@ let package = Package(
             dependencies: [
                 "RaffleHTTP2",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -192,6 +193,7 @@ let package = Package(
             name: "RaffleClientHTTP2",
             dependencies: [
                 "RaffleClient", "RaffleHTTP2Client", "RaffleWire",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

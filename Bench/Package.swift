@@ -79,6 +79,18 @@ let package = Package(
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         .executableTarget(
+            name: "ClientBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "RaffleClient", package: "raffled"),
+                .product(name: "RaffleClientNIO", package: "raffled"),
+                .product(name: "RaffleWire", package: "raffled"),
+            ],
+            path: "Benchmarks/ClientBenchmarks",
+            swiftSettings: [.swiftLanguageMode(.v6)],
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
             name: "CodecBenchmarks",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),

@@ -10,15 +10,26 @@ public struct RaffleSpec: Codable, Hashable, Sendable {
     public var winners: Int
     /// The most tickets one user may ask for. Default 1.
     public var maxTicketsPerUser: UInt32
+    /// How many entries the operator expects (nil: not said). A server sizes the raffle's duplicate
+    /// index and entry list for this many at creation, so a drop never waits for them to double
+    /// mid-spike (the index costs ~21 bytes per expected entry up front). A hint, not a limit: more
+    /// entries are taken as usual. 0 to 100,000,000.
+    public var expectedEntries: Int?
 
     /// Creates a spec.
-    public init(title: String, opensAt: Int64, closesAt: Int64, winners: Int = 1, maxTicketsPerUser: UInt32 = 1) {
+    public init(
+        title: String, opensAt: Int64, closesAt: Int64, winners: Int = 1, maxTicketsPerUser: UInt32 = 1, expectedEntries: Int? = nil
+    ) {
         self.title = title
         self.opensAt = opensAt
         self.closesAt = closesAt
         self.winners = winners
         self.maxTicketsPerUser = maxTicketsPerUser
+        self.expectedEntries = expectedEntries
     }
+
+    /// The most `expectedEntries` a spec may give.
+    public static let maxExpectedEntries = 100_000_000
 
     /// Why the spec cannot be used, or nil if it can.
     public var problem: String? {
@@ -26,6 +37,7 @@ public struct RaffleSpec: Codable, Hashable, Sendable {
         if closesAt <= opensAt { return "closesAt must be after opensAt" }
         if winners < 1 || winners > 1_000_000 { return "winners must be 1 to 1,000,000" }
         if maxTicketsPerUser < 1 || maxTicketsPerUser > 1_000_000 { return "maxTicketsPerUser must be 1 to 1,000,000" }
+        if let n = expectedEntries, n < 0 || n > Self.maxExpectedEntries { return "expectedEntries must be 0 to 100,000,000" }
         return nil
     }
 }

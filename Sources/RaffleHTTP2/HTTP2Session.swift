@@ -261,7 +261,7 @@ public final class HTTP2Session {
 }
 
 /// Header fields for a response or request, built in reusable storage (no allocation once warm).
-public struct HeaderBlock {
+public struct HeaderBlock: Sendable {
     private var bytes: [UInt8] = []
     private var fields: [(name: Range<Int>, value: Range<Int>)] = []
 

@@ -20,6 +20,42 @@ public struct HTTP2Response: Sendable {
     public func header(_ name: String) -> String? { headers.first { $0.name == name }?.value }
 }
 
+/// The status and body of a response (`HTTP2Client.exchange`).
+public struct HTTP2Reply: Sendable {
+    /// `:status` (0 if the stream was reset before one came).
+    public var status: Int
+    /// The whole body.
+    public var body: [UInt8]
+    /// The HTTP/2 error code if the stream was reset (0: ended normally).
+    public var resetCode: UInt32
+}
+
+/// The method, path and header fields of a request, prepared once and reused for many requests
+/// (e.g. every entries POST of a client with one API key).
+public struct HTTP2RequestHead: Sendable {
+    public let method: String
+    public let path: String
+    /// Header fields, names lower-cased.
+    public let headers: [(name: String, value: String)]
+
+    /// The whole header block (pseudo-headers first), encoded once: a request copies nothing.
+    let block: HeaderBlock
+
+    /// A head; header names are lower-cased here.
+    public init(method: String, path: String, headers: [(String, String)] = []) {
+        self.method = method
+        self.path = path
+        self.headers = headers.map { ($0.0.lowercased(), $0.1) }
+        var block = HeaderBlock()
+        block.add(":method", method)
+        block.add(":path", path)
+        block.add(":scheme", "http")
+        block.add(":authority", "raffled")
+        for field in self.headers { block.addDynamic(field.name, field.value) }
+        self.block = block
+    }
+}
+
 /// Why a request failed.
 public struct HTTP2ClientError: Error, CustomStringConvertible, Sendable {
     public var message: String
@@ -33,6 +69,7 @@ public struct HTTP2ClientError: Error, CustomStringConvertible, Sendable {
 public final class HTTP2Client: Sendable {
     private let channel: any Channel
     private let handler: NIOLoopBound<HTTP2ClientHandler>
+    private let queue = RequestQueue()
 
     private init(channel: any Channel, handler: NIOLoopBound<HTTP2ClientHandler>) {
         self.channel = channel
@@ -84,34 +121,34 @@ public final class HTTP2Client: Sendable {
     }
 
     /// Sends a request and waits for the whole response; with a `timeout`, fails with
-    /// `HTTP2ClientError` if none came in time (a timer on the event loop, not a task).
+    /// `HTTP2ClientError` ("no response within …") if none came in time, resetting the stream.
     public func request(
         method: String, path: String, headers: [(String, String)] = [], body: [UInt8]? = nil, timeout: TimeAmount? = nil
     ) async throws -> HTTP2Response {
-        let handler = self.handler
-        let loop = channel.eventLoop
-        let promise = loop.makePromise(of: HTTP2Response.self)
-        loop.execute {
-            handler.value.start(method: method, path: path, headers: headers, body: body, promise: promise)
+        let head = HTTP2RequestHead(method: method, path: path, headers: headers)
+        let deadline = timeout.map { NIODeadline.now() + $0 }
+        return try await withUnsafeThrowingContinuation { continuation in
+            enqueue(PendingRequest(head: head, body: body, deadline: deadline, reply: .response(continuation)))
         }
-        guard let timeout else { return try await promise.futureResult.get() }
-        let outer = loop.makePromise(of: HTTP2Response.self)
-        loop.execute {
-            // Both closures run on the loop: the flag needs no lock, and `outer` completes once.
-            let done = NIOLoopBoundBox(false, eventLoop: loop)
-            let timer = loop.scheduleTask(in: timeout) {
-                guard !done.value else { return }
-                done.value = true
-                outer.fail(HTTP2ClientError("no response within \(timeout)"))
-            }
-            promise.futureResult.whenComplete { result in
-                timer.cancel()
-                guard !done.value else { return }
-                done.value = true
-                outer.completeWith(result)
-            }
+    }
+
+    /// Sends a request made from a prepared `head` and waits for the status and body only — the
+    /// lean path `RaffleClient` uses for entries: no header strings are built for the reply, the
+    /// request joins others queued meanwhile (one event-loop wake-up and one socket write for the
+    /// lot), and its deadline is checked by the connection's sweep (see `deadlineSweep`), not by a
+    /// timer of its own.
+    /// - Throws: `HTTP2ClientError` ("no response within …" after `timeout`, or the connection's failure).
+    public func exchange(_ head: HTTP2RequestHead, body: [UInt8]?, timeout: TimeAmount? = nil) async throws -> HTTP2Reply {
+        let deadline = timeout.map { NIODeadline.now() + $0 }
+        return try await withUnsafeThrowingContinuation { continuation in
+            enqueue(PendingRequest(head: head, body: body, deadline: deadline, reply: .bytes(continuation)))
         }
-        return try await outer.futureResult.get()
+    }
+
+    private func enqueue(_ request: PendingRequest) {
+        guard queue.append(request) else { return }
+        let (queue, handler) = (self.queue, self.handler)
+        channel.eventLoop.execute { handler.value.start(queue.take()) }
     }
 
     /// Opens a long-lived request stream: write body chunks as you go, read response chunks as

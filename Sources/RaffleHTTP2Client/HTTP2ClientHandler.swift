@@ -1,27 +1,113 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import RaffleHTTP2
+
+/// A request waiting for the event loop: queued by any thread, started on the loop in batches (see
+/// `RequestQueue`).
+struct PendingRequest: Sendable {
+    var head: HTTP2RequestHead
+    var body: [UInt8]?
+    /// When to give up waiting for the response (nil: never).
+    var deadline: NIODeadline?
+    var reply: ReplyWaiter
+}
+
+/// Who waits for a response, and in which shape.
+enum ReplyWaiter: Sendable {
+    /// The whole response, header fields included (`HTTP2Client.request`).
+    case response(UnsafeContinuation<HTTP2Response, any Error>)
+    /// Status and body only (`HTTP2Client.exchange`, the entry path): no header strings are built.
+    case bytes(UnsafeContinuation<HTTP2Reply, any Error>)
+    /// The whole response, as a future (tests that drive the handler on an `EmbeddedChannel`).
+    case promise(EventLoopPromise<HTTP2Response>)
+
+    func fail(_ error: HTTP2ClientError) {
+        switch self {
+        case .response(let c): c.resume(throwing: error)
+        case .bytes(let c): c.resume(throwing: error)
+        case .promise(let p): p.fail(error)
+        }
+    }
+}
+
+/// Requests handed from callers' threads to the connection's event loop.
+///
+/// Measured (FIELD-NOTES, issue #15): one `loop.execute` and one socket write per request made
+/// the client's cost per call several times the server's. Callers append here under a lock; only
+/// the caller that finds the queue idle schedules a drain, and the drain starts every queued
+/// request and writes them to the socket at once — one wake-up and one write per batch.
+final class RequestQueue: Sendable {
+    private let state = NIOLockedValueBox<(items: [PendingRequest], scheduled: Bool)>(([], false))
+
+    /// Appends `request`; true if the caller must schedule a drain (none was pending).
+    func append(_ request: PendingRequest) -> Bool {
+        state.withLockedValue { s in
+            s.items.append(request)
+            if s.scheduled { return false }
+            s.scheduled = true
+            return true
+        }
+    }
+
+    /// Takes everything queued; the next `append` schedules a drain again.
+    func take() -> [PendingRequest] {
+        state.withLockedValue { s in
+            s.scheduled = false
+            var taken: [PendingRequest] = []
+            swap(&taken, &s.items)
+            return taken
+        }
+    }
+}
 
 /// The client's channel handler: drives an nghttp2 client session.
 final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private struct Exchange {
+    /// One request in flight. A class: the handler's callbacks update it in place, where a struct in
+    /// the dictionary was copied (with every array in it retained) on each lookup — a measured cost.
+    private final class Exchange {
         var status = 0
+        /// Response header fields: only collected for `.response` and `.promise` waiters.
         var headers: [(name: String, value: String)] = []
-        var body = ByteBuffer()
-        var request: [UInt8] = []
+        var collectsHeaders = false
+        var body: [UInt8] = []
+        var request: [UInt8]
         var sent = 0
-        var requestEnded = false
-        var promise: EventLoopPromise<HTTP2Response>?
+        var requestEnded: Bool
+        var reply: ReplyWaiter?
+        var deadline: NIODeadline?
         var chunks: AsyncStream<ByteBuffer>.Continuation?
         var statusWaiters: [EventLoopPromise<Int>] = []
         var deferred = false
+
+        init(request: [UInt8] = [], requestEnded: Bool = false, reply: ReplyWaiter? = nil, deadline: NIODeadline? = nil,
+             chunks: AsyncStream<ByteBuffer>.Continuation? = nil) {
+            self.request = request
+            self.requestEnded = requestEnded
+            self.reply = reply
+            self.deadline = deadline
+            self.chunks = chunks
+        }
     }
+
+    /// How often the deadlines of requests in flight are checked: one timer per connection rather
+    /// than one per request (a scheduled task per request was a measured cost: heap pushes, and a
+    /// linear search of the timer heap on every cancel). A request times out between its deadline
+    /// and one period later.
+    static let deadlineSweep = TimeAmount.milliseconds(25)
 
     private var session: HTTP2Session?
     private var context: ChannelHandlerContext?
     private var exchanges: [Int32: Exchange] = [:]
+    /// Streams with a deadline, in the order they were started. Requests on one connection mostly
+    /// share one timeout, so this is also deadline order and the sweep looks only at its front:
+    /// entries of finished streams are dropped there, expired ones failed. A deadline earlier than
+    /// the last one queued goes to `outOfOrder` instead, which the sweep scans whole.
+    private var deadlines = CircularBuffer<(id: Int32, deadline: NIODeadline)>()
+    private var outOfOrder: [(id: Int32, deadline: NIODeadline)] = []
+    private var sweep: RepeatedTask?
     /// Statuses of recently closed streams, so `status()` can still answer after a quick reset.
     private var closedStatuses: [Int32: Int] = [:]
     private var failure: HTTP2ClientError?
@@ -39,6 +125,11 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         } catch {
             failure = HTTP2ClientError("cannot start HTTP/2 session: \(error)")
         }
+        let loop = context.eventLoop
+        let this = NIOLoopBound(self, eventLoop: loop)
+        sweep = loop.scheduleRepeatedTask(initialDelay: Self.deadlineSweep, delay: Self.deadlineSweep) { _ in
+            this.value.expire(now: .now())
+        }
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -54,6 +145,8 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        sweep?.cancel()
+        sweep = nil
         session?.close()
         session = nil
         self.context = nil
@@ -79,11 +172,15 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     private func failAll(_ error: HTTP2ClientError) {
         failure = error
         for (_, e) in exchanges {
-            e.promise?.fail(error)
+            e.reply?.fail(error)
             e.chunks?.finish()
             for w in e.statusWaiters { w.fail(error) }
         }
         exchanges.removeAll()
+        deadlines.removeAll()
+        outOfOrder.removeAll()
+        sweep?.cancel()
+        sweep = nil
     }
 
     private func flush() {
@@ -97,32 +194,79 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         if out.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
     }
 
-    private func submit(method: String, path: String, headers extra: [(String, String)], hasBody: Bool) throws -> Int32 {
+    private func submit(_ head: HTTP2RequestHead, hasBody: Bool) throws -> Int32 {
         guard let session else { throw failure ?? HTTP2ClientError("not connected") }
-        var block = HeaderBlock()
-        block.add(":method", method)
-        block.add(":path", path)
-        block.add(":scheme", "http")
-        block.add(":authority", "raffled")
-        for (name, value) in extra { block.addDynamic(name.lowercased(), value) }
-        return try session.submitRequest(headers: block, hasBody: hasBody)
+        return try session.submitRequest(headers: head.block, hasBody: hasBody)
     }
 
-    func start(method: String, path: String, headers: [(String, String)], body: [UInt8]?, promise: EventLoopPromise<HTTP2Response>) {
-        do {
-            let id = try submit(method: method, path: path, headers: headers, hasBody: body != nil)
-            exchanges[id] = Exchange(request: body ?? [], requestEnded: true, promise: promise)
-            flush()
-        } catch {
-            promise.fail(error)
+    /// Starts every queued request, then writes them all with one flush.
+    func start(_ batch: [PendingRequest]) {
+        for p in batch {
+            do {
+                let id = try submit(p.head, hasBody: p.body != nil)
+                let e = Exchange(request: p.body ?? [], requestEnded: true, reply: p.reply, deadline: p.deadline)
+                switch p.reply {
+                case .response, .promise: e.collectsHeaders = true
+                case .bytes: break
+                }
+                if let d = p.deadline {
+                    if let last = deadlines.last, d < last.deadline { outOfOrder.append((id, d)) } else { deadlines.append((id, d)) }
+                }
+                exchanges[id] = e
+            } catch let error as HTTP2ClientError {
+                p.reply.fail(error)
+            } catch {
+                p.reply.fail(HTTP2ClientError("cannot start request: \(error)"))
+            }
         }
+        flush()
     }
+
+    /// Starts one request answered through `promise` (for tests driving the handler directly).
+    func start(method: String, path: String, headers: [(String, String)], body: [UInt8]?, promise: EventLoopPromise<HTTP2Response>) {
+        start([PendingRequest(head: HTTP2RequestHead(method: method, path: path, headers: headers), body: body, deadline: nil, reply: .promise(promise))])
+    }
+
+    /// Fails the requests whose deadline has passed and resets their streams (CANCEL), so the
+    /// server stops working on them.
+    func expire(now: NIODeadline) {
+        var failed = false
+        while let front = deadlines.first {
+            guard let e = exchanges[front.id], e.deadline == front.deadline else {
+                deadlines.removeFirst()  // finished (or its id reused after a reconnect): nothing to do
+                continue
+            }
+            guard front.deadline <= now else { break }
+            deadlines.removeFirst()
+            fail(stream: front.id, e)
+            failed = true
+        }
+        if !outOfOrder.isEmpty {
+            outOfOrder.removeAll { entry in
+                guard let e = exchanges[entry.id], e.deadline == entry.deadline else { return true }
+                guard entry.deadline <= now else { return false }
+                fail(stream: entry.id, e)
+                failed = true
+                return true
+            }
+        }
+        if failed { flush() }
+    }
+
+    private func fail(stream: Int32, _ e: Exchange) {
+        exchanges.removeValue(forKey: stream)
+        e.reply?.fail(HTTP2ClientError("no response within the timeout"))
+        session?.resetStream(stream, errorCode: Self.cancel)
+    }
+
+    /// HTTP/2 CANCEL (RFC 9113 §7).
+    static let cancel: UInt32 = 0x8
 
     func startStreaming(
         method: String, path: String, headers: [(String, String)], chunks: AsyncStream<ByteBuffer>.Continuation, promise: EventLoopPromise<Int32>
     ) {
         do {
-            let id = try submit(method: method, path: path, headers: headers, hasBody: true)
+            let id = try submit(HTTP2RequestHead(method: method, path: path, headers: headers), hasBody: true)
             exchanges[id] = Exchange(chunks: chunks)
             flush()
             promise.succeed(id)
@@ -133,11 +277,11 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     }
 
     func write(stream: Int32, bytes: [UInt8], end: Bool) {
-        guard exchanges[stream] != nil else { return }
-        exchanges[stream]?.request.append(contentsOf: bytes)
-        if end { exchanges[stream]?.requestEnded = true }
-        if exchanges[stream]?.deferred == true {
-            exchanges[stream]?.deferred = false
+        guard let e = exchanges[stream] else { return }
+        e.request.append(contentsOf: bytes)
+        if end { e.requestEnded = true }
+        if e.deferred {
+            e.deferred = false
             session?.resumeData(stream: stream)
         }
         flush()
@@ -150,7 +294,7 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
             }
             return
         }
-        if e.status != 0 { promise.succeed(e.status) } else { exchanges[stream]?.statusWaiters.append(promise) }
+        if e.status != 0 { promise.succeed(e.status) } else { e.statusWaiters.append(promise) }
     }
 
     // MARK: HTTP2SessionDelegate
@@ -158,12 +302,16 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     func beginHeaders(stream: Int32) -> HTTP2Session.CallbackResult { .ok }
 
     func header(stream: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> HTTP2Session.CallbackResult {
-        let n = String(decoding: name, as: UTF8.self)
-        let v = String(decoding: value, as: UTF8.self)
-        if n == ":status" {
-            exchanges[stream]?.status = Int(v) ?? 0
-        } else {
-            exchanges[stream]?.headers.append((n, v))
+        guard let e = exchanges[stream] else { return .ok }
+        if name.elementsEqual(":status".utf8) {
+            var status = 0
+            for digit in value {
+                guard digit >= 0x30 && digit <= 0x39, status < 1000 else { return .ok }
+                status = status * 10 + Int(digit - 0x30)
+            }
+            e.status = status
+        } else if e.collectsHeaders {
+            e.headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
         }
         return .ok
     }
@@ -171,16 +319,17 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     func headersComplete(stream: Int32, endStream: Bool) {
         guard let e = exchanges[stream], e.status != 0, !e.statusWaiters.isEmpty else { return }
         for w in e.statusWaiters { w.succeed(e.status) }
-        exchanges[stream]?.statusWaiters.removeAll()
+        e.statusWaiters.removeAll()
     }
 
     func data(stream: Int32, bytes: UnsafeRawBufferPointer) -> HTTP2Session.CallbackResult {
-        if let chunks = exchanges[stream]?.chunks {
+        guard let e = exchanges[stream] else { return .ok }
+        if let chunks = e.chunks {
             var b = ByteBuffer()
             b.writeBytes(bytes)
             chunks.yield(b)
         } else {
-            exchanges[stream]?.body.writeBytes(bytes)
+            e.body.append(contentsOf: bytes)
         }
         return .ok
     }
@@ -198,20 +347,20 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
                 endOfBody = true
                 return 0
             }
-            exchanges[stream]?.deferred = true
+            e.deferred = true
             return nil
         }
         let n = min(available, buffer.count)
         e.request.withUnsafeBytes { src in buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[e.sent..<(e.sent + n)])) }
-        exchanges[stream]?.sent += n
-        if e.sent + n == e.request.count {
+        e.sent += n
+        if e.sent == e.request.count {
             if e.requestEnded {
                 endOfBody = true
             } else {
                 // A long-lived stream: everything written so far is sent; start the buffer over so it
                 // holds only unsent bytes (bounded by what the caller has in flight).
-                exchanges[stream]?.request.removeAll(keepingCapacity: true)
-                exchanges[stream]?.sent = 0
+                e.request.removeAll(keepingCapacity: true)
+                e.sent = 0
             }
         }
         return n
@@ -227,7 +376,16 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
             if closedStatuses.count >= 64 { closedStatuses.removeAll(keepingCapacity: true) }
             closedStatuses[stream] = e.status
         }
-        e.promise?.succeed(HTTP2Response(status: e.status, headers: e.headers, body: e.body, resetCode: errorCode))
+        switch e.reply {
+        case .response(let c)?:
+            c.resume(returning: HTTP2Response(status: e.status, headers: e.headers, body: ByteBuffer(bytes: e.body), resetCode: errorCode))
+        case .promise(let p)?:
+            p.succeed(HTTP2Response(status: e.status, headers: e.headers, body: ByteBuffer(bytes: e.body), resetCode: errorCode))
+        case .bytes(let c)?:
+            c.resume(returning: HTTP2Reply(status: e.status, body: e.body, resetCode: errorCode))
+        case nil:
+            break
+        }
         e.chunks?.finish()
         for w in e.statusWaiters {
             if e.status != 0 { w.succeed(e.status) } else { w.fail(HTTP2ClientError("stream reset with code \(errorCode)")) }

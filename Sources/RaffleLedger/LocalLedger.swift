@@ -59,7 +59,12 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
             self.spec = spec
             self.seed = seed
             commitment = Draw.commitment(seed: seed)
-            index = DedupeIndex()
+            // Sized once for the operator's expected count (spec.expectedEntries): no doubling
+            // of the index or the entry list while a drop pours in.
+            let expected = min(max(spec.expectedEntries ?? 0, 0), RaffleSpec.maxExpectedEntries)
+            index = DedupeIndex(capacity: max(expected, 1_024))
+            users.reserveCapacity(expected)
+            tickets.reserveCapacity(expected)
         }
 
         @inline(__always)

@@ -82,6 +82,7 @@ struct AdminAPI: Sendable {
         var durationSeconds: Int64?
         var winners: Int?
         var maxTicketsPerUser: UInt32?
+        var expectedEntries: Int?
     }
 
     static func errorJSON(_ message: String) -> [UInt8] {
@@ -256,7 +257,7 @@ struct AdminAPI: Sendable {
         }
         let spec = RaffleSpec(
             title: request.title, opensAt: opensAt, closesAt: closesAt, winners: request.winners ?? 1,
-            maxTicketsPerUser: request.maxTicketsPerUser ?? 1)
+            maxTicketsPerUser: request.maxTicketsPerUser ?? 1, expectedEntries: request.expectedEntries)
         switch await ledger.createRaffle(spec, now: t) {
         case .success(let (info, commit)): return AdminResponse(status: 201, json: Self.json(info), commit: commit)
         case .failure(let error): return failure(error)

@@ -4,6 +4,7 @@ import RaffleAdmission
 import RaffleClient
 import RaffleClientHTTP2
 import RaffleCore
+import RaffleLedger
 import RaffleServer
 import RaffleTestSupport
 import RaffleWire
@@ -84,6 +85,45 @@ struct ClientEndToEndTests {
         _ = dir
     }
 
+    /// `expectedEntries` sizes a raffle's index at creation: taking that many entries does not
+    /// grow it (a raffle created without it does grow); out-of-range values are refused.
+    @Test func anExpectedEntryCountSizesTheIndexOnce() async throws {
+        let (s, dir) = try await server()
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: s.port), configuration: .init(adminKey: testAdminKey))
+        func indexBytes() async throws -> Double {
+            guard case .number(let n)? = try await client.stats()["indexBytes"] else { throw RaffleClientError(.invalidResponse, "no indexBytes") }
+            return n
+        }
+        func fill(_ raffle: UInt64, from first: UInt64) async throws {
+            for start in stride(from: first, to: first + 40_000, by: 1_000) {
+                let outcomes = try await client.submit((start..<(start + 1_000)).map { Entry(userID: $0) }, to: raffle)
+                #expect(outcomes.allSatisfy { $0 == .accepted })
+            }
+        }
+        let sized = try await client.createRaffle(title: "Sized", duration: .seconds(600), expectedEntries: 40_000)
+        #expect(sized.spec.expectedEntries == 40_000, "echoed in the spec")
+        let before = try await indexBytes()
+        #expect(before >= 40_000 * 8, "room for 40,000 ids from the start (\(before) bytes)")
+        try await fill(sized.id, from: 1)
+        #expect(try await indexBytes() == before, "40,000 entries later the index has not grown")
+        let plain = try await client.createRaffle(title: "Plain", duration: .seconds(600))
+        #expect(plain.spec.expectedEntries == nil)
+        let beforePlain = try await indexBytes()
+        try await fill(plain.id, from: 1)
+        #expect(try await indexBytes() > beforePlain, "without the hint the index grows as entries come")
+        for bad in [-1, RaffleSpec.maxExpectedEntries + 1] {
+            do {
+                _ = try await client.createRaffle(title: "Bad", duration: .seconds(600), expectedEntries: bad)
+                Issue.record("expectedEntries \(bad) must be refused")
+            } catch let error as RaffleClientError {
+                #expect(error.kind == .http(400) && error.message.contains("expectedEntries"), "\(error)")
+            }
+        }
+        await client.transport.close()
+        await s.shutdown()
+        _ = dir
+    }
+
     @Test func throttledClientsWaitForTheRetryAfterAndSucceed() async throws {
         let (s, dir) = try await server { $0.admission.anonymous = RateLimit(ratePerSecond: 100, burst: 10) }
         var config = RaffleClientConfiguration(adminKey: testAdminKey)
@@ -135,5 +175,26 @@ struct ClientEndToEndTests {
             #expect((error.underlying as? RaffleClientError)?.message.contains("cannot connect") == true, "\(error)")
         }
         #expect(client.attemptCount > 1, "it retried before giving up")
+    }
+
+    /// Attempts a hung server never answers time out after `attemptTimeout` (the connection's
+    /// deadline sweep) and are retried until the deadline, which names the timeout as the cause.
+    @Test func unansweredAttemptsTimeOutAndAreRetried() async throws {
+        let silent = try SilentListener()
+        defer { silent.close() }
+        var config = RaffleClientConfiguration()
+        config.attemptTimeout = .milliseconds(100)
+        config.deadline = .seconds(3)  // room for retries on a machine busy with other suites
+        config.backoff = Backoff(base: .milliseconds(10), cap: .milliseconds(20))
+        let client = RaffleClient(transport: HTTP2Transport(host: "127.0.0.1", port: silent.port), configuration: config)
+        do {
+            _ = try await client.submit([Entry(userID: 7)], to: 1)
+            Issue.record("the hung server answers nothing")
+        } catch let error as RaffleClientError {
+            #expect(error.kind == .deadlineExceeded || error.kind == .retryBudgetExhausted, "\(error)")
+            #expect((error.underlying as? RaffleClientError)?.kind == .timedOut, "\(error)")
+        }
+        #expect(client.attemptCount > 1, "timed-out attempts were retried (\(client.attemptCount) attempts)")
+        await client.transport.close()
     }
 }

@@ -34,6 +34,29 @@ struct StorageFaultServerTests {
         return (files, f, raffle, waiting)
     }
 
+    /// A request the server does not answer in time fails with "no response within …" (the
+    /// connection's deadline sweep, not a timer per request); its stream is cancelled and the same
+    /// connection goes on serving.
+    @Test func anUnansweredRequestTimesOutAndTheConnectionGoesOn() async throws {
+        let files = FaultyFileSystem()
+        let f = try await ServerFixture.start(files: files)
+        let raffle = try await f.createRaffle()
+        files.space = 100  // the next batch waits for room (the server does not know yet)
+        do {
+            _ = try await f.client.request(
+                method: "POST", path: Wire.entriesPath, headers: [("content-type", Wire.contentType)],
+                body: batchFrame(raffle: raffle, users: 500...520, requestID: 5), timeout: .milliseconds(100))
+            Issue.record("a request the stalled server holds must time out")
+        } catch let error as HTTP2ClientError {
+            #expect(error.message.hasPrefix("no response within"), "\(error)")
+        }
+        #expect(try await f.client.request(method: "GET", path: "/healthz").status != 0, "the connection still serves after the cancel")
+        files.space = nil
+        #expect(try await until { try await f.client.request(method: "GET", path: "/readyz").status == 200 })
+        #expect(f.client.isActive)
+        await f.stop()
+    }
+
     @Test func aFullDiskRefusesEntriesUntilSpaceReturns() async throws {
         let (files, f, raffle, waiting) = try await stalled()
         #expect(try await until { try await f.client.request(method: "GET", path: "/readyz").status == 503 })

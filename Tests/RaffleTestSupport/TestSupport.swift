@@ -240,3 +240,35 @@ public func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T
         Thread { continuation.resume(returning: body()) }.start()
     }
 }
+
+/// A fault to inject: a TCP port on 127.0.0.1 that completes connections (the kernel's backlog)
+/// and never reads or answers — a server that hangs. `close()` it when done.
+public final class SilentListener: Sendable {
+    public let port: Int
+    private let fd: Int32
+
+    public init() throws {
+        #if canImport(Glibc)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+            let fd = socket(AF_INET, SOCK_STREAM, 0)
+        #endif
+        guard fd >= 0 else { throw POSIXError(.EMFILE) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(fd, 64) == 0 else {
+            Foundation.close(fd)
+            throw POSIXError(.EADDRINUSE)
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        self.fd = fd
+        port = Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// Stops listening (pending connections are reset).
+    public func close() { Foundation.close(fd) }
+}

@@ -20,7 +20,7 @@ struct RaffleBench: AsyncParsableCommand {
             (closed-loop single-entry POSTs, for the h2o comparison), get (calibration: plain GETs against any \
             HTTP/2 server, compared with h2load), smoke (a tiny run of each that checks acknowledged = stored).
             """,
-        subcommands: [Drop.self, Bulk.self, Mobile.self, Single.self, Get.self, Smoke.self]
+        subcommands: [Drop.self, Calls.self, Bulk.self, Mobile.self, Single.self, Get.self, Smoke.self]
     )
 }
 
@@ -113,19 +113,12 @@ func runDrop(common: CommonOptions, users: Int, within: Double, connections: Int
     defer { target.stop() }
     var config = RaffleClientConfiguration()
     config.deadline = .seconds(600)
-    let clients = try (0..<max(connections, 1)).map { _ in RaffleClient(transport: try transport(common.transport, target), configuration: config) }
+    let clients: [RaffleClient] = try (0..<max(connections, 1)).map { _ in RaffleClient(transport: try transport(common.transport, target), configuration: config) }
     let start = ContinuousClock.now
     let base = UInt64.random(in: 1...(1 << 40))
     await openLoop(count: users, interval: within / Double(max(users, 1)), start: start) { i, scheduled in
         let client = clients[i % clients.count]
-        return {
-            do {
-                let outcomes = try await client.submit([Entry(userID: base + UInt64(i))], to: raffle)
-                recorder.ack(entries: 1, micros: (ContinuousClock.now - scheduled).micros, notAccepted: outcomes.first == .accepted ? 0 : 1)
-            } catch {
-                recorder.error()
-            }
-        }
+        return { await enterOne(base + UInt64(i), raffle, client, since: scheduled, recorder) }
     }
     let seconds = (ContinuousClock.now - start).seconds
     run.stopProgress()
@@ -275,6 +268,66 @@ func runMobile(common: CommonOptions, rate: Int, seconds runFor: Double, connect
     return result
 }
 
+// MARK: - calls
+
+struct Calls: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Closed-loop RaffleClient.submit calls, one fresh user each: what the client library sustains (issue #15).")
+    @OptionGroup var common: CommonOptions
+    @Option(help: "Calls in all.") var calls = 1_000_000
+    @Option(help: "Concurrent callers (tasks), each calling submit again as soon as its call returns.") var callers = 512
+    @Option(help: "Client connections (one RaffleClient and HTTP2Transport each) the callers are spread over.") var connections = 4
+
+    func run() async throws {
+        let run = try await ScenarioRun.start(common, "calls", total: calls)
+        let (target, admin, raffle, recorder) = (run.target, run.admin, run.raffle, run.recorder)
+        defer { target.stop() }
+        let clients: [RaffleClient] = try (0..<max(connections, 1)).map { _ in RaffleClient(transport: try transport(common.transport, target)) }
+        let base = UInt64.random(in: 1...(1 << 40))
+        let next = Ticket()
+        let total = calls
+        let start = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { group in
+            for c in 0..<max(callers, 1) {
+                let client = clients[c % clients.count]
+                group.addTask {
+                    while true {
+                        let i = next.take()
+                        guard i < total else { return }
+                        await enterOne(base + UInt64(i), raffle, client, since: ContinuousClock.now, recorder)
+                    }
+                }
+            }
+        }
+        let seconds = (ContinuousClock.now - start).seconds
+        run.stopProgress()
+        var result = RunResult(
+            scenario: "calls", transport: common.transport.rawValue, target: target,
+            parameters: ["calls": grouped(calls), "callers": "\(callers)", "connections": "\(connections)"], recorder: recorder, seconds: seconds)
+        result.attemptsPerEntry = Double(clients.reduce(0) { $0 + Int($1.attemptCount) }) / Double(max(calls, 1))
+        if recorder.errors > 0 { result.notes.append("\(recorder.errors) calls failed") }
+        try await conclude(&result, clients: clients, admin: admin, raffle: raffle, expected: recorder.entries)
+        try common.finish(result)
+        if result.lost != 0 || recorder.errors > 0 { throw ExitCode(1) }
+    }
+}
+
+/// One `submit` of one user, recorded with its latency from `since` (the user's arrival).
+func enterOne(_ user: UInt64, _ raffle: UInt64, _ client: RaffleClient, since: ContinuousClock.Instant, _ recorder: Recorder) async {
+    do {
+        let outcomes = try await client.submit([Entry(userID: user)], to: raffle)
+        recorder.ack(entries: 1, micros: (ContinuousClock.now - since).micros, notAccepted: outcomes.first == .accepted ? 0 : 1)
+    } catch {
+        recorder.error()
+    }
+}
+
+/// Hands out 0, 1, 2, … to concurrent callers.
+final class Ticket: Sendable {
+    private let next = Atomic<Int>(0)
+    func take() -> Int { next.wrappingAdd(1, ordering: .relaxed).oldValue }
+}
+
 // MARK: - single, get
 
 struct Single: AsyncParsableCommand {
@@ -412,7 +465,7 @@ final class ScenarioRun: Sendable {
         let target = try common.start()
         let admin = RaffleClient(transport: HTTP2Transport(host: target.host, port: target.port), configuration: .init(adminKey: target.adminKey))
         let raffle: UInt64
-        do { raffle = try await admin.createRaffle(title: name, duration: .seconds(86_400)).id } catch {
+        do { raffle = try await admin.createRaffle(title: name, duration: .seconds(86_400), expectedEntries: total.map { min($0, 100_000_000) }).id } catch {
             target.stop()
             throw error
         }

@@ -235,9 +235,14 @@ class RaffleClient:
             raise RaffleError("http", f"HTTP {status}: {message}", status=status)
         return json.loads(reply) if reply[:1] in (b"{", b"[") else reply.decode()
 
-    async def create_raffle(self, title: str, duration_seconds: int, winners: int = 1, max_tickets_per_user: int = 1) -> Dict[str, Any]:
-        info: Dict[str, Any] = await self._json("POST", "/v1/raffles", {
-            "title": title, "durationSeconds": duration_seconds, "winners": winners, "maxTicketsPerUser": max_tickets_per_user}, 201)
+    async def create_raffle(self, title: str, duration_seconds: int, winners: int = 1, max_tickets_per_user: int = 1,
+                            expected_entries: Optional[int] = None) -> Dict[str, Any]:
+        """Creates a raffle; ``expected_entries`` lets the server size its index once (a hint, not a limit)."""
+        body: Dict[str, Any] = {
+            "title": title, "durationSeconds": duration_seconds, "winners": winners, "maxTicketsPerUser": max_tickets_per_user}
+        if expected_entries is not None:
+            body["expectedEntries"] = expected_entries
+        info: Dict[str, Any] = await self._json("POST", "/v1/raffles", body, 201)
         return info
 
     async def raffle(self, raffle: int) -> Dict[str, Any]:

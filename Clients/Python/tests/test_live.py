@@ -24,9 +24,10 @@ def test_http2_entries_admin_and_a_verified_draw(raffled: Callable[..., Server])
 
     async def run() -> None:
         async with admin(server) as client:
-            info = await client.create_raffle("py", 600, winners=2, max_tickets_per_user=3)
+            info = await client.create_raffle("py", 600, winners=2, max_tickets_per_user=3, expected_entries=1000)
             raffle = int(info["id"])
             assert isinstance(info["id"], str), "64-bit ids are decimal strings"
+            assert info["spec"]["expectedEntries"] == 1000, "the sizing hint is echoed in the spec"
             assert await client.submit([Entry(1), Entry(2, 3), Entry(1)], raffle) == ["accepted", "accepted", "already_entered"]
             assert await client.submit([Entry(3, 9)], raffle) == ["invalid_tickets"]
             outcomes = await asyncio.gather(*(client.enter(user, raffle) for user in range(10, 30)))

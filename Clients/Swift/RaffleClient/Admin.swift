@@ -3,8 +3,11 @@ public import RaffleCore
 
 extension RaffleClient {
     /// Creates a raffle open from now (or `opensAt`, ms since the epoch) for `duration`.
+    /// `expectedEntries`: how many entries you expect, so the server sizes the raffle's index once
+    /// (a drop never waits for it to grow); a hint, not a limit.
     public func createRaffle(
-        title: String, duration: Duration, winners: Int = 1, maxTicketsPerUser: UInt32 = 1, opensAt: Int64? = nil
+        title: String, duration: Duration, winners: Int = 1, maxTicketsPerUser: UInt32 = 1, opensAt: Int64? = nil,
+        expectedEntries: Int? = nil
     ) async throws -> RaffleInfo {
         struct Body: Encodable {
             var title: String
@@ -12,10 +15,11 @@ extension RaffleClient {
             var winners: Int
             var maxTicketsPerUser: UInt32
             var opensAt: Int64?
+            var expectedEntries: Int?
         }
         let body = Body(
             title: title, durationSeconds: max(duration.components.seconds, 1), winners: winners, maxTicketsPerUser: maxTicketsPerUser,
-            opensAt: opensAt)
+            opensAt: opensAt, expectedEntries: expectedEntries)
         return try await adminJSON("POST", "/v1/raffles", body: Array(try JSONEncoder().encode(body)), expect: 201)
     }
 

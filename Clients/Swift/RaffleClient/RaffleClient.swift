@@ -74,6 +74,8 @@ public final class RaffleClient: Sendable {
         self.configuration = configuration
         budget = RetryBudget(ratio: configuration.retryRatio, minimumPerSecond: configuration.minimumRetriesPerSecond)
         batcher = Batcher(maxEntries: max(configuration.maxBatchEntries, 1), linger: configuration.maxLinger)
+        authorization = configuration.apiKey.map { "Bearer " + $0 }
+        adminAuthorization = configuration.adminKey.map { "Bearer " + $0 }
     }
 
     /// Attempts made so far (first tries and retries), for callers who watch their retry rate.
@@ -118,30 +120,41 @@ public final class RaffleClient: Sendable {
         }
     }
 
-    /// Reads the first reply frame of an entries request.
+    /// Reads the first reply frame of an entries request, in place (no frame array is built; the
+    /// outcomes are the one allocation). Frames after the first are still checked to be well formed.
     static func interpret(_ reply: FramesReply, requestID: UInt64, count: Int) -> Attempt<[EntryOutcome]> {
-        let frames: [Frame]
-        do { frames = try FrameDecoder(receiver: .client).decodeAll(reply.body) } catch {
-            return .failed(RaffleClientError(.invalidResponse, "unreadable reply (HTTP \(reply.status)): \(error)"))
-        }
-        guard let first = frames.first else {
-            return .failed(RaffleClientError(.invalidResponse, "empty reply (HTTP \(reply.status))"))
-        }
-        switch first.body {
-        case .batchAck(_, let outcomes) where outcomes.count == count:
-            return .done(outcomes)
-        case .batchAck(_, let outcomes):
-            return .failed(RaffleClientError(.invalidResponse, "ack has \(outcomes.count) outcomes for \(count) entries"))
-        case .throttled(let ms, let reason):
-            return .throttled(milliseconds: ms, reason: reason)
-        case .error(let code, let message):
-            return .failed(RaffleClientError(.server(code), "\(code): \(message)"))
-        default:
-            return .failed(RaffleClientError(.invalidResponse, "unexpected reply frame \(first.type)"))
+        let decoder = FrameDecoder(receiver: .client)
+        return reply.body.withUnsafeBytes { raw -> Attempt<[EntryOutcome]> in
+            let first: FrameView
+            do {
+                guard let view = try decoder.decode(raw, endOfInput: true) else {
+                    return .failed(RaffleClientError(.invalidResponse, "empty reply (HTTP \(reply.status))"))
+                }
+                first = view
+                var offset = view.frameLength
+                while offset < raw.count, let next = try decoder.decode(UnsafeRawBufferPointer(rebasing: raw[offset...]), endOfInput: true) {
+                    offset += next.frameLength
+                }
+            } catch {
+                return .failed(RaffleClientError(.invalidResponse, "unreadable reply (HTTP \(reply.status)): \(error)"))
+            }
+            switch first.payload {
+            case .batchAck(let ack) where ack.count == count:
+                return .done(Array(ack))
+            case .batchAck(let ack):
+                return .failed(RaffleClientError(.invalidResponse, "ack has \(ack.count) outcomes for \(count) entries"))
+            case .throttled(let ms, let reason):
+                return .throttled(milliseconds: ms, reason: reason)
+            case .error(let e):
+                return .failed(RaffleClientError(.server(e.code), "\(e.code): \(e.message)"))
+            default:
+                return .failed(RaffleClientError(.invalidResponse, "unexpected reply frame \(first.header.type)"))
+            }
         }
     }
 
-    var authorization: String? { configuration.apiKey.map { "Bearer " + $0 } }
+    /// `Bearer <apiKey>`, made once (not per request).
+    let authorization: String?
 
     var logger: Logger? { configuration.logger }
 
@@ -152,7 +165,7 @@ public final class RaffleClient: Sendable {
         await transport.close()
     }
 
-    var adminAuthorization: String? { configuration.adminKey.map { "Bearer " + $0 } }
+    let adminAuthorization: String?
 
     /// Flags for request frames: a checksum where the transport needs one.
     var frameFlags: FrameFlags { transport.requiresChecksum ? .checksum : [] }
@@ -168,7 +181,8 @@ public final class RaffleClient: Sendable {
 
     /// Runs `attempt` until it succeeds, fails for good, the deadline passes or the budget is spent.
     /// - Throws: `RaffleClientError`, or `CancellationError` when the calling task is cancelled.
-    func withRetries<T: Sendable>(_ attempt: @escaping @Sendable () async throws(RaffleClientError) -> Attempt<T>) async throws -> T {
+    /// (`attempt` does not escape: its context lives on the task's stack, not the heap.)
+    func withRetries<T: Sendable>(_ attempt: () async throws(RaffleClientError) -> Attempt<T>) async throws -> T {
         let clock = ContinuousClock()
         let deadline = clock.now + configuration.deadline
         var backoff = configuration.backoff.makeIterator()

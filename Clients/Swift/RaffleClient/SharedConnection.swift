@@ -22,6 +22,15 @@ package final class SharedConnection<Connection: AnyObject & Sendable>: Sendable
 
     package init() {}
 
+    /// The current connection if there is one and `usable` says so — the path almost every call
+    /// takes, with no closure to allocate; nil: call `get(usable:connect:)`.
+    package func ready(usable: (Connection) -> Bool) -> Connection? {
+        state.withLock { s in
+            if case .ready(let c) = s, usable(c) { return c }
+            return nil
+        }
+    }
+
     /// The current connection if `usable` says so; else the result of `connect`, run once for every
     /// caller that arrives while it runs. A failed connect is thrown to each of them, and the next
     /// call tries again.

@@ -1,10 +1,10 @@
+import NIOConcurrencyHelpers
 public import NIOCore
 import NIOPosix
 public import NIOSSL
 public import RaffleClient
 import RaffleHTTP2Client
 import RaffleWire
-import Synchronization
 
 /// `RaffleTransport` over HTTP/2 with SwiftNIO and libnghttp2 — the same glue the server uses — in
 /// cleartext (h2c, prior knowledge) or over TLS (ALPN `h2`). One connection, many multiplexed
@@ -15,6 +15,8 @@ public final class HTTP2Transport: RaffleTransport {
     private let group: any EventLoopGroup
     private let tls: NIOSSLContext?
     private let connection = SharedConnection<HTTP2Client>()
+    /// The last entries head made, by authorization (a client sends with one key).
+    private let heads = NIOLockedValueBox<(authorization: String?, head: HTTP2RequestHead)?>(nil)
 
     /// A cleartext (h2c) transport to `host:port`; connections are made on first use on `group`
     /// (default: NIO's shared singleton group).
@@ -42,6 +44,7 @@ public final class HTTP2Transport: RaffleTransport {
     }
 
     private func client() async throws -> HTTP2Client {
+        if let c = connection.ready(usable: { $0.isActive }) { return c }
         let (host, port, group, tls) = (self.host, self.port, self.group, self.tls)
         return try await connection.get(usable: { $0.isActive }) {
             do { return try await HTTP2Client.connect(host: host, port: port, group: group, tls: tls) } catch let error as HTTP2ClientError {
@@ -61,8 +64,7 @@ public final class HTTP2Transport: RaffleTransport {
     ) async throws -> HTTP2Response {
         let c = try await client()
         do {
-            let limit = timeout.map { TimeAmount.nanoseconds($0.components.seconds * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000) }
-            return try await c.request(method: method, path: path, headers: headers, body: body, timeout: limit)
+            return try await c.request(method: method, path: path, headers: headers, body: body, timeout: timeout.map(Self.timeAmount))
         } catch let error as HTTP2ClientError where error.message.hasPrefix("no response within") {
             throw RaffleClientError(.timedOut, "\(error) from \(host):\(port)")
         } catch {
@@ -86,10 +88,33 @@ public final class HTTP2Transport: RaffleTransport {
     }
 
     private func send(frames: [UInt8], authorization: String?, timeout: Duration?) async throws -> FramesReply {
-        var headers = [("content-type", Wire.contentType)]
-        if let authorization { headers.append(("authorization", authorization)) }
-        let r = try await request(method: "POST", path: Wire.entriesPath, headers: headers, body: frames, timeout: timeout)
-        return FramesReply(status: r.status, body: Array(r.body.readableBytesView))
+        let head = entriesHead(authorization)
+        let c = try await client()
+        do {
+            let reply = try await c.exchange(head, body: frames, timeout: timeout.map(Self.timeAmount))
+            return FramesReply(status: reply.status, body: reply.body)
+        } catch let error as HTTP2ClientError where error.message.hasPrefix("no response within") {
+            throw RaffleClientError(.timedOut, "\(error) from \(host):\(port)")
+        } catch {
+            await forget(c)
+            throw RaffleClientError(.connectionFailed, "request to \(host):\(port) failed: \(error)")
+        }
+    }
+
+    /// The entries POST's head for `authorization`, made once per key rather than per request.
+    private func entriesHead(_ authorization: String?) -> HTTP2RequestHead {
+        heads.withLockedValue { cache in
+            if let cached = cache, cached.authorization == authorization { return cached.head }
+            var headers = [("content-type", Wire.contentType)]
+            if let authorization { headers.append(("authorization", authorization)) }
+            let head = HTTP2RequestHead(method: "POST", path: Wire.entriesPath, headers: headers)
+            cache = (authorization, head)
+            return head
+        }
+    }
+
+    private static func timeAmount(_ d: Duration) -> TimeAmount {
+        .nanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
     }
 
     public func admin(method: String, path: String, body: [UInt8]?, authorization: String?) async throws -> AdminReply {

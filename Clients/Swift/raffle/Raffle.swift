@@ -135,19 +135,24 @@ struct Create: AsyncParsableCommand {
     @Option(help: "How long it stays open, e.g. 10m, 2h, 1d.") var duration: String
     @Option(help: "How many winners to draw.") var winners = 1
     @Option(help: "The most tickets one user may ask for.") var maxTickets: UInt32 = 1
+    @Option(help: "Entries you expect: the server sizes the raffle's index for them once (a hint, not a limit).") var expectedEntries: Int?
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
         guard let d = CLIDuration.parse(duration), d >= .seconds(1) else { throw ValidationError("--duration: expected e.g. 90s, 10m, 2h") }
         guard winners >= 1 else { throw ValidationError("--winners must be at least 1") }
         guard maxTickets >= 1 else { throw ValidationError("--max-tickets must be at least 1") }
+        if let n = expectedEntries, n < 0 || n > RaffleSpec.maxExpectedEntries {
+            throw ValidationError("--expected-entries must be 0 to 100,000,000")
+        }
     }
 
     func run() async throws {
         let client = try options.client()
         defer { Task { await client.transport.close() } }
         let r = try await client.createRaffle(
-            title: title, duration: CLIDuration.parse(duration) ?? .seconds(60), winners: winners, maxTicketsPerUser: maxTickets)
+            title: title, duration: CLIDuration.parse(duration) ?? .seconds(60), winners: winners, maxTicketsPerUser: maxTickets,
+            expectedEntries: expectedEntries)
         if json { try printJSON(r) } else { print(describe(r)) }
     }
 }
