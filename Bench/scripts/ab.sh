@@ -20,35 +20,15 @@ done
 N=${N:-300000}
 ROUNDS=${ROUNDS:-3}
 INGEST=${INGEST:-8000000}
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-need=()
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v h2o >/dev/null || need+=(h2o)
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-  echo "ab: installing ${need[*]} (apt-get)..."
-  as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. Bench/scripts/lib.sh
+need ab h2load:nghttp2-client h2o:h2o curl:curl
 echo "ab: building IngestLoad (release)..."
 (cd Bench && swift build -c release --product IngestLoad >/dev/null)
 
-pin() { if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 tmp=$(mktemp -d)
 cleanup() { pkill -f -- "$tmp" 2>/dev/null || true; sleep 0.3; rm -rf "$tmp"; }
 trap cleanup EXIT
-mkdir -p "$tmp/www" && printf 'ok' > "$tmp/www/ok" && chmod -R a+rX "$tmp"
-cat > "$tmp/h2o.conf" <<CONF
-listen:
-  port: 18090
-  host: 127.0.0.1
-num-threads: 1
-hosts:
-  default:
-    paths:
-      /:
-        file.dir: $tmp/www
-access-log: /dev/null
-CONF
+h2o_conf "$tmp" 18090
 python3 - "$tmp/one.bin" <<'PY'
 import struct, sys
 p = struct.pack('<QII', 1, 1, 0) + struct.pack('<QII', 42, 1, 0)

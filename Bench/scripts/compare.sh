@@ -20,20 +20,14 @@ mkdir -p "$out"
 # core file in the current directory (where core_pattern allows) and the runtime's backtrace.
 ulimit -c unlimited 2>/dev/null || true
 export SWIFT_BACKTRACE=${SWIFT_BACKTRACE:-enable=yes,interactive=no,symbolicate=full}
-need=()
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v h2o >/dev/null || need+=(h2o)
-if ((${#need[@]})); then
-  echo "compare: installing ${need[*]} (apt-get)..."
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. Bench/scripts/lib.sh
+need compare h2load:nghttp2-client h2o:h2o
 echo "compare: building raffled and raffle-bench (release)..."
 swift build -c release --product raffled >/dev/null
 (cd Bench && swift build -c release --product raffle-bench >/dev/null)
 bench=Bench/.build/release/raffle-bench
 raffled=$PWD/.build/release/raffled
 server_core=0; client_core=1
-pin() { if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 tmp=$(mktemp -d)
 cleanup() { pkill -f -- "$tmp" 2>/dev/null || true; sleep 0.3; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -45,19 +39,7 @@ SH
 chmod +x "$tmp/raffled"
 capacity=(--server-arg=--global-rate=0 --server-arg=--anonymous-rate=1000000000)
 
-mkdir -p "$tmp/www" && printf 'ok' > "$tmp/www/ok" && chmod -R a+rX "$tmp"
-cat > "$tmp/h2o.conf" <<CONF
-listen:
-  port: 18090
-  host: 127.0.0.1
-num-threads: 1
-hosts:
-  default:
-    paths:
-      /:
-        file.dir: $tmp/www
-access-log: /dev/null
-CONF
+h2o_conf "$tmp" 18090
 pin $server_core h2o -c "$tmp/h2o.conf" >"$tmp/h2o.log" 2>&1 &
 sleep 1
 rate() { awk '/finished in/ {gsub(",", "", $4); print $4}'; }

@@ -9,11 +9,11 @@ cd "$(dirname "$0")/../.."
 N=${N:-200000}
 out="Bench/results/$(date -u +%Y-%m-%d)"
 mkdir -p "$out"
-command -v h2load >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
+. Bench/scripts/lib.sh
+need grpc-compare h2load:nghttp2-client curl:curl
 echo "grpc-compare: building raffled and grpc-peer (release; the first gRPC build takes several minutes)..."
 swift build -c release --product raffled >/dev/null
 (cd Bench && swift build -c release --product grpc-peer >/dev/null)
-pin() { if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 tmp=$(mktemp -d)
 cleanup() { pkill -f -- "$tmp" 2>/dev/null || true; sleep 0.3; rm -rf "$tmp"; }
 trap cleanup EXIT

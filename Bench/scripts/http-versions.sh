@@ -10,10 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N="${N:-200000}"
 ROUNDS="${ROUNDS:-3}"
-command -v h2load >/dev/null || { echo "bench: h2load is needed (apt-get install -y nghttp2-client)" >&2; exit 1; }
+. Bench/scripts/lib.sh
+need bench h2load:nghttp2-client curl:curl
 echo "bench: building raffled (release)..."
 swift build -c release --product raffled >/dev/null
-pin() { if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 tmp=$(mktemp -d)
 cleanup() { pkill -f -- "$tmp" 2>/dev/null || true; sleep 0.3; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -34,8 +34,7 @@ curl -s --cacert "$tmp/certs/ca.pem" -H "authorization: Bearer $(cat "$tmp/tls/a
   -d '{"title":"bench","durationSeconds":86400}' https://127.0.0.1:18390/v1/raffles >/dev/null
 h2o_up=0
 if command -v h2o >/dev/null; then
-  mkdir -p "$tmp/www" && printf ok > "$tmp/www/ok"
-  printf 'listen:\n  port: 18391\n  host: 127.0.0.1\nnum-threads: 1\nhosts:\n  default:\n    paths:\n      /:\n        file.dir: %s\naccess-log: /dev/null\n' "$tmp/www" >"$tmp/h2o.conf"
+  h2o_conf "$tmp" 18391
   pin 0 h2o -c "$tmp/h2o.conf" >"$tmp/h2o.log" 2>&1 &
   for _ in $(seq 50); do curl -s http://127.0.0.1:18391/ok >/dev/null && { h2o_up=1; break; }; sleep 0.1; done
 fi

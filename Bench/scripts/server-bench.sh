@@ -13,39 +13,20 @@ N=${N:-1000000}
 ROUNDS=${ROUNDS:-3}
 INGEST=${INGEST:-8000000}
 
-need=()
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v h2o >/dev/null || need+=(h2o)
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-  echo "bench: installing ${need[*]} (apt-get)..."
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. Bench/scripts/lib.sh
+need bench h2load:nghttp2-client h2o:h2o curl:curl
 echo "bench: building raffled and IngestLoad (release)..."
 swift build -c release --product raffled >/dev/null
 (cd Bench && swift build -c release --product IngestLoad >/dev/null)
 
 server_core=0; client_core=1
-pin() { if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 tmp=$(mktemp -d)
 pids=()
 # Every process started here has $tmp on its command line: kill by that, not by pid (h2o forks).
 cleanup() { pkill -f -- "$tmp" 2>/dev/null || true; sleep 0.3; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-mkdir -p "$tmp/www" && printf 'ok' > "$tmp/www/ok" && chmod -R a+rX "$tmp"
-cat > "$tmp/h2o.conf" <<CONF
-listen:
-  port: 18090
-  host: 127.0.0.1
-num-threads: 1
-hosts:
-  default:
-    paths:
-      /:
-        file.dir: $tmp/www
-access-log: /dev/null
-CONF
+h2o_conf "$tmp" 18090
 for port in 18080 18081 18090; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "bench: port $port is busy; stop what listens there" >&2; exit 1; fi
 done
