@@ -43,6 +43,8 @@ let package = Package(
         .library(name: "RaffleClient", targets: ["RaffleClient"]),
         // For backends and bulk partners: the HTTP/2 (libnghttp2), raw-TCP and UDP transports, with TLS.
         .library(name: "RaffleClientNIO", targets: ["RaffleClientHTTP2", "RaffleClientSockets"]),
+        // `let gitRevision` for --version (raffled, raffle; Bench's raffle-bench uses it too).
+        .plugin(name: "GitRevision", targets: ["GitRevision"]),
         .executable(name: "raffled", targets: ["raffled"]),
         .executable(name: "raffle", targets: ["raffle"]),
     ],
@@ -171,6 +173,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .plugin(name: "GitRevision", capability: .buildTool(), path: "Sources/GitRevisionPlugin"),
         .executableTarget(
             name: "raffled",
             dependencies: [
@@ -180,7 +183,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict,
+            plugins: ["GitRevision"]
         ),
         // The client library: batching, retries, admin calls (no NIO), and its HTTP/2 transport.
         .target(
@@ -221,7 +225,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Clients/Swift/raffle",
-            swiftSettings: strict
+            swiftSettings: strict,
+            plugins: ["GitRevision"]
         ),
         .testTarget(
             name: "RaffleClientTests",

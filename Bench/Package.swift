@@ -39,7 +39,8 @@ let package = Package(
             path: "Sources/RaffleBench",
             // As in the server's hot modules: no dynamic exclusivity checks in release builds (the
             // generator's per-request state is owned by one event loop; see the root Package.swift).
-            swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+            swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))],
+            plugins: [.plugin(name: "GitRevision", package: "raffled")]
         ),
         // The same ledger behind grpc-swift-2 + protobuf: the peer a Swift team would build instead.
         .executableTarget(

@@ -28,6 +28,25 @@ struct CLITests {
         try await TestServer.start(in: dir).0
     }
 
+    /// `raffled --help` shows the server's options (the README sends operators there), `raffled
+    /// help verify` the other command's, and every binary says which build it is.
+    @Test func helpShowsTheServerOptionsAndVersionsNameTheBuild() async throws {
+        let raffled = CLIRun.executable.deletingLastPathComponent().appendingPathComponent("raffled").path
+        let help = try await runCommand(raffled, ["--help"])
+        #expect(help.status == 0)
+        for option in ["--port", "--data", "--durability", "--tls-cert", "--admin-keys", "OTHER COMMANDS", "verify", "backup"] {
+            #expect(help.stdout.contains(option), "raffled --help mentions \(option)")
+        }
+        let verify = try await runCommand(raffled, ["help", "verify"])
+        #expect(verify.status == 0 && verify.stdout.contains("USAGE: raffled verify"))
+        for (binary, name) in [(raffled, "raffled"), (CLIRun.executable.path, "raffle")] {
+            let version = try await runCommand(binary, ["--version"])
+            let words = version.stdout.split(separator: " ")
+            #expect(version.status == 0 && words.count == 2 && words.first == Substring(name), "\(name) --version: \(version.stdout)")
+            #expect((words.last?.count ?? 0) >= 7, "a git revision (or 'unknown'): \(version.stdout)")
+        }
+    }
+
     @Test func createSubmitCloseDrawVerifyRoundTrip() async throws {
         #expect(FileManager.default.isExecutableFile(atPath: CLIRun.executable.path), "build the raffle executable first")
         let dir = TempDir()

@@ -20,6 +20,7 @@ struct RaffleBench: AsyncParsableCommand {
             (closed-loop single-entry POSTs, for the h2o comparison), get (calibration: plain GETs against any \
             HTTP/2 server, compared with h2load), smoke (a tiny run of each that checks acknowledged = stored).
             """,
+        version: "raffle-bench \(gitRevision)",
         subcommands: [Drop.self, Calls.self, Bulk.self, Mobile.self, Single.self, Get.self, Smoke.self]
     )
 }

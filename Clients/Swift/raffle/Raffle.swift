@@ -21,6 +21,7 @@ struct Raffle: AsyncParsableCommand {
               raffle close 1
               raffle verify 1
             """,
+        version: "raffle \(gitRevision)",
         subcommands: [Create.self, List.self, Show.self, Submit.self, Close.self, Draw_.self, Winners.self, ExportCommand.self, Verify.self]
     )
 }

@@ -22,9 +22,29 @@ struct Raffled: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raffled",
         abstract: "Raffle-entry ingestion over HTTP/2 and HTTP/1.1 (TLS optional), raw TCP and UDP, with a durable, deduplicating ledger.",
+        version: "raffled \(gitRevision)",
         subcommands: [Serve.self, Verify.self, Backup.self],
         defaultSubcommand: Serve.self
     )
+
+    /// `raffled --help` (and `-h`, `help`) shows what an operator needs first: the server's options,
+    /// as `raffled serve --help` does, then the other commands. Everything else parses as usual.
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments == ["--help"] || arguments == ["-h"] || arguments == ["help"] {
+            print(Raffled.helpMessage(for: Serve.self))
+            print(
+                """
+
+                OTHER COMMANDS:
+                  verify                  \(Verify.configuration.abstract)
+                  backup                  \(Backup.configuration.abstract)
+                  (raffled help verify, raffled help backup: their options; raffled --version: the build)
+                """)
+            return
+        }
+        await main(arguments)
+    }
 }
 
 /// `raffled serve`: runs the server.
