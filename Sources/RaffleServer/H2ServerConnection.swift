@@ -207,8 +207,7 @@ final class H2ServerConnection: ChannelInboundHandler, LoopConnection {
             // A slow reader: responses wait for a window the peer never opens, or for a socket it
             // never reads, while its streams keep the connection from idling out. Reading the
             // peer's frames (PINGs, SETTINGS) does not count: only response bytes it takes.
-            let peer = context.map { "\($0.channel.remoteAddress.map { "\($0)" } ?? "?")" } ?? "?"
-            logger.info("closing connection: the peer has taken no response bytes for the idle timeout", metadata: ["peer": "\(peer)"])
+            logger.info("closing connection: the peer has taken no response bytes for the idle timeout")
             loop.metrics.slowReaders.increment()
             closeNow()
         }

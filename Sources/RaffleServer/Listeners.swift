@@ -50,6 +50,7 @@ struct HTTPListener: Sendable {
                     let pipeline = channel.pipeline.syncOperations
                     if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls.context)) }
                     let loop = context.value
+                    let logger = Listeners.connectionLogger(logger, channel)
                     try pipeline.addHandler(
                         ProtocolSelector(mode: tls == nil ? .sniff : .alpn, timeout: timeout) { choice, selected in
                             let pipeline = selected.pipeline.syncOperations
@@ -65,6 +66,14 @@ struct HTTPListener: Sendable {
 
 /// The raw TCP and UDP sockets.
 enum Listeners {
+    /// The logger for one connection: `peer` (its address) in the metadata of every line it writes —
+    /// a cut-off, a timeout, an error — so an operator can tell who it was.
+    static func connectionLogger(_ logger: Logger, _ channel: any Channel) -> Logger {
+        var connection = logger
+        connection[metadataKey: "peer"] = .string(channel.remoteAddress.map { "\($0)" } ?? "?")
+        return connection
+    }
+
     /// Puts the per-address limits (`AddressGate`) on a listening socket, if there are any.
     static func gate(_ server: any Channel, cap: AddressCap?, metrics: ServerMetrics?, logger: Logger) -> EventLoopFuture<Void> {
         guard let cap, let metrics else { return server.eventLoop.makeSucceededVoidFuture() }
@@ -93,7 +102,7 @@ enum Listeners {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
-                    try channel.pipeline.syncOperations.addHandler(TCPServerConnection(loop: context.value, logger: logger))
+                    try channel.pipeline.syncOperations.addHandler(TCPServerConnection(loop: context.value, logger: connectionLogger(logger, channel)))
                 }
             }
             .bind(host: configuration.host, port: port).get()

@@ -43,8 +43,65 @@ struct Raffled: AsyncParsableCommand {
                 """)
             return
         }
-        await main(arguments)
+        do {
+            await main(try ServeEnvironment.arguments(arguments, environment: ProcessInfo.processInfo.environment))
+        } catch {
+            exit(withError: error)
+        }
     }
+}
+
+/// Configuration from the environment: `RAFFLED_<OPTION>` (upper case, `-` as `_`) stands for
+/// `--<option>` of `raffled serve` — `RAFFLED_DATA=/var/lib/raffled`, `RAFFLED_TLS_CERT=…`,
+/// `RAFFLED_REUSE_PORT=true` for a flag — for service managers and containers. A flag on the command
+/// line wins over the same option in the environment; an unknown `RAFFLED_` name is an error that
+/// names the variable.
+enum ServeEnvironment {
+    struct UnknownVariable: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// `arguments` with the environment's options added (for `serve`, the default command, only).
+    static func arguments(_ arguments: [String], environment: [String: String]) throws -> [String] {
+        let isServe = arguments.first.map { $0 == "serve" || $0.hasPrefix("-") } ?? true
+        let variables = environment.filter { $0.key.hasPrefix("RAFFLED_") }.sorted { $0.key < $1.key }
+        guard isServe, !variables.isEmpty else { return arguments }
+        let known = options()
+        var added: [String] = []
+        for (name, value) in variables {
+            let option = "--" + name.dropFirst("RAFFLED_".count).lowercased().replacingOccurrences(of: "_", with: "-")
+            guard let takesValue = known[option] else {
+                throw UnknownVariable(description: "\(name): raffled serve has no option \(option) (see raffled --help)")
+            }
+            if arguments.contains(where: { $0 == option || $0.hasPrefix(option + "=") }) { continue }  // the command line wins
+            if takesValue {
+                added.append(option + "=" + value)
+            } else if ["1", "true", "yes", "on"].contains(value.lowercased()) {
+                added.append(option)
+            } else if !["0", "false", "no", "off", ""].contains(value.lowercased()) {
+                throw UnknownVariable(description: "\(name)=\(value): \(option) is a flag; give true or false")
+            }
+        }
+        return arguments + added
+    }
+
+    /// `raffled serve`'s options, read from its help: name → whether it takes a value.
+    static func options() -> [String: Bool] {
+        var known: [String: Bool] = [:]
+        for line in Raffled.helpMessage(for: Serve.self, columns: 1_000).split(separator: "\n") {
+            let trimmed = line.drop { $0 == " " }
+            guard trimmed.hasPrefix("--") else { continue }
+            let name = String(trimmed.prefix { $0 != " " && $0 != "," })
+            known[name] = trimmed.dropFirst(name.count).hasPrefix(" <")
+        }
+        known.removeValue(forKey: "--help")
+        return known
+    }
+}
+
+/// `--log-format`.
+enum LogFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
 }
 
 /// `raffled serve`: runs the server.
@@ -93,6 +150,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most new TCP connections per second from one IPv4 address or IPv6 /64, a burst of twice that (0: no limit; use 0 behind a load balancer).")
     var maxNewConnectionsPerAddress = 100
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+    @Option(help: "Log format: text (one readable line per event) or json (one JSON object per line, for log shippers).")
+    var logFormat: LogFormat = .text
     @Option(help: "JSON limits file: global and anonymous limits, request cost, API-key clients (see README).")
     var limits: String?
     @Option(help: "Server-wide admission rate, entries/s (default 5,000,000; 0 turns the global bucket off).")
@@ -165,10 +224,16 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            return handler
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { [logFormat] label in
+            switch logFormat {
+            case .json:
+                return JSONLogHandler(label: label, level: level)
+            case .text:
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         let logger = Logger(label: "raffled")
         var config = ServerConfiguration()

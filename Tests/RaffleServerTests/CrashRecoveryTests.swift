@@ -20,18 +20,24 @@ import Glibc
 final class RaffledProcess: @unchecked Sendable {
     let process = Process()
     let port: Int
+    /// What it printed at start (where it listens, which transports are on).
+    let banner: String
+    /// Its standard error (logs), a file beside the data directory.
+    let errorsPath: String
     private let output = Pipe()
 
     static var executable: URL {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("raffled")
     }
 
-    init(data: String, extra: [String] = []) throws {
+    init(data: String, extra: [String] = [], environment: [String: String] = [:]) throws {
         process.executableURL = Self.executable
         process.arguments = ["--port", "0", "--data", data, "--loops", "2", "--log-level", "warning"] + extra
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardOutput = output
         // Its errors go to a file beside the data directory, for the message if it does not start.
         let errors = data + ".stderr"
+        errorsPath = errors
         _ = FileManager.default.createFile(atPath: errors, contents: nil)
         process.standardError = FileHandle(forWritingAtPath: errors) ?? FileHandle.nullDevice
         try process.run()
@@ -39,7 +45,7 @@ final class RaffledProcess: @unchecked Sendable {
         var text = ""
         let handle = output.fileHandleForReading
         let deadline = Date().addingTimeInterval(20)
-        while !text.contains("\n") && Date() < deadline {
+        while text.split(separator: "\n").count < 2 && Date() < deadline {
             let data = handle.availableData
             if data.isEmpty { break }
             text += String(decoding: data, as: UTF8.self)
@@ -51,15 +57,16 @@ final class RaffledProcess: @unchecked Sendable {
             throw HTTP2ClientError("raffled did not start: \(text)\(why)")
         }
         self.port = port
+        banner = text
         // With no --admin-keys, raffled makes DATA/admin.key at first start and reuses it after.
         adminKey = ((try? String(contentsOfFile: data + "/admin.key", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Starts raffled on a thread of its own: waiting for its first line must not hold one of the
     /// few threads every test's tasks share.
-    static func launch(data: String, extra: [String] = []) async throws -> RaffledProcess {
+    static func launch(data: String, extra: [String] = [], environment: [String: String] = [:]) async throws -> RaffledProcess {
         try await withCheckedThrowingContinuation { continuation in
-            Thread { continuation.resume(with: Result { try RaffledProcess(data: data, extra: extra) }) }.start()
+            Thread { continuation.resume(with: Result { try RaffledProcess(data: data, extra: extra, environment: environment) }) }.start()
         }
     }
 
