@@ -78,11 +78,14 @@ public struct LedgerStats: Sendable, Hashable, Codable {
     public var commits: UInt64
     /// "fsync" or "none".
     public var durability: String
+    /// Bytes of log segments on disk now (a local ledger; nil where there is none).
+    public var logDiskBytes: UInt64?
 
     public init(
         raffles: Int, entries: Int, indexBytes: Int, indexBytesPerEntry: Double, logAppendedBytes: UInt64, logDurableBytes: UInt64,
-        commits: UInt64, durability: String
+        commits: UInt64, durability: String, logDiskBytes: UInt64? = nil
     ) {
+        self.logDiskBytes = logDiskBytes
         self.raffles = raffles
         self.entries = entries
         self.indexBytes = indexBytes

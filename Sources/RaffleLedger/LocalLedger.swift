@@ -424,7 +424,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
             raffles: raffles, entries: entries, indexBytes: indexBytes,
             indexBytesPerEntry: entries == 0 ? 0 : Double(indexBytes) / Double(entries),
             logAppendedBytes: log.appendedLSN, logDurableBytes: log.durableLSN, commits: log.commitCount,
-            durability: log.durability.rawValue)
+            durability: log.durability.rawValue, logDiskBytes: log.diskBytes)
     }
 
     public var failureReason: String? { log.failure?.message }

@@ -41,6 +41,20 @@ enum AssembleProblem {
 }
 
 /// Who is asking, for admission.
+/// The transport a request came over (the `transport` label of `raffled_entries_acknowledged_total`).
+enum EntryTransport: Int, CaseIterable, Sendable {
+    case http2, http1, tcp, udp
+
+    var label: String {
+        switch self {
+        case .http2: "http2"
+        case .http1: "http1"
+        case .tcp: "tcp"
+        case .udp: "udp"
+        }
+    }
+}
+
 struct Requester {
     /// The API-key client (nil: anonymous).
     var client: Int?
@@ -49,6 +63,7 @@ struct Requester {
     var wallMilliseconds: Int64
     /// A bucket shared between loops (UDP: the source address's); nil: the connection's own.
     var source: AtomicGCRA? = nil
+    var transport: EntryTransport = .http2
 }
 
 extension LoopContext {
@@ -154,6 +169,7 @@ extension LoopContext {
                 var duplicates = 0
                 for outcome in outcomes where outcome == .alreadyEntered { duplicates &+= 1 }
                 metrics.recordOutcomes(accepted: accepted, duplicates: duplicates, rejected: n - accepted - duplicates, bytes: frame.frameLength)
+                metrics.acknowledged[requester.transport.rawValue].increment(by: Int64(n))
                 replies.out.writeBatchAck(requestID: requestID, raffleID: batch.raffleID, outcomes: outcomes, flags: checksum)
                 replies.mark(lsn: commit.lsn, requestID: requestID, flags: checksum)
                 return EntryReply(status: 200)
@@ -162,6 +178,7 @@ extension LoopContext {
                 replies.reserveAck(
                     ticket: ticket, requestID: requestID, raffleID: batch.raffleID, count: n, flags: checksum, scratch: outcomes)
                 metrics.recordOutcomes(accepted: 0, duplicates: 0, rejected: 0, bytes: frame.frameLength)
+                metrics.acknowledged[requester.transport.rawValue].increment(by: Int64(n))
                 return EntryReply(status: 200)
             case .unknownRaffle:
                 return answer(

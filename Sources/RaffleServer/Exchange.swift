@@ -22,6 +22,7 @@ struct IngestContext {
     var client: Int?
     var nowNanos: UInt64
     var wallMilliseconds: Int64
+    var transport: EntryTransport
 }
 
 extension StreamState {
@@ -32,7 +33,7 @@ extension StreamState {
         // `assemble` holds the partial frame inout while the closure writes replies: work on a copy
         // so the two accesses to `self` never overlap.
         var partial = self.partial
-        let requester = Requester(client: now.client, nowNanos: now.nowNanos, wallMilliseconds: now.wallMilliseconds)
+        let requester = Requester(client: now.client, nowNanos: now.nowNanos, wallMilliseconds: now.wallMilliseconds, transport: now.transport)
         let problem = loop.assemble(bytes, partial: &partial) { chunk in
             let first = replies.isPristine && !headersSubmitted
             let result = loop.processFrames(chunk, decoder: loop.decoder, requester: requester, anonymous: &anonymous, replies: &replies)

@@ -149,7 +149,7 @@ extension H2ServerConnection: HTTP2SessionDelegate {
     /// Decodes and admits whole frames from `bytes` (the shared exchange logic), then hands the
     /// bytes back to flow control unless replies are piling up.
     func ingest(_ i: Int, _ bytes: UnsafeRawBufferPointer) {
-        let now = IngestContext(client: table.streams[i].client, nowNanos: nowNanos, wallMilliseconds: nowWallMilliseconds)
+        let now = IngestContext(client: table.streams[i].client, nowNanos: nowNanos, wallMilliseconds: nowWallMilliseconds, transport: .http2)
         table.streams[i].ingest(bytes, loop: loop, at: now, anonymous: &anonymousBucket)
         consume(i, bytes.count)
         settle(i)

@@ -229,7 +229,7 @@ final class HTTP1ServerConnection: ChannelInboundHandler, LoopConnection {
     private func body(_ buffer: ByteBuffer) {
         switch exchange.route {
         case .entries:
-            let now = IngestContext(client: exchange.client, nowNanos: activity.lastReadNanos, wallMilliseconds: wallClockMilliseconds())
+            let now = IngestContext(client: exchange.client, nowNanos: activity.lastReadNanos, wallMilliseconds: wallClockMilliseconds(), transport: .http1)
             buffer.withUnsafeReadableBytes { bytes in
                 exchange.ingest(bytes, loop: loop, at: now, anonymous: &anonymous)
             }

@@ -53,6 +53,11 @@ final class ServerMetrics: Sendable {
     private let logBacklog: CoreMetrics.Gauge
     private let durabilityInfo: CoreMetrics.Gauge
     private let acceptedTotal = Atomic<Int>(0)
+    /// Entries answered in batch acks (any outcome), by transport (`EntryTransport.rawValue`).
+    let acknowledged: [CoreMetrics.Counter]
+    /// Bytes of log segments on disk.
+    private let logDiskBytes: CoreMetrics.Gauge
+    private let process: ProcessMetrics
 
     init(durability: String) {
         registry = PrometheusCollectorRegistry()
@@ -79,7 +84,7 @@ final class ServerMetrics: Sendable {
         throttledWaitingRoom = Counter(label: "raffled_throttled_total", dimensions: [("reason", "waiting_room")], factory: factory)
         throttledServerBusy = Counter(label: "raffled_throttled_total", dimensions: [("reason", "server_busy")], factory: factory)
         waitingRoomDepth = Gauge(label: "raffled_waiting_room_entries", factory: factory)
-        globalTokens = Gauge(label: "raffled_bucket_tokens", dimensions: [("bucket", "global")], factory: factory)
+        globalTokens = Gauge(label: "raffled_global_bucket_tokens", factory: factory)
         overloaded = Gauge(label: "raffled_backpressure_engaged", factory: factory)
         connectionsOpened = Counter(label: "raffled_connections_total", factory: factory)
         slowReaders = Counter(label: "raffled_connections_closed_total", dimensions: [("reason", "slow_reader")], factory: factory)
@@ -98,6 +103,11 @@ final class ServerMetrics: Sendable {
         logBacklog = Gauge(label: "raffled_log_unsynced_bytes", factory: factory)
         durabilityInfo = Gauge(label: "raffled_durability_info", dimensions: [("mode", durability)], factory: factory)
         durabilityInfo.record(1)
+        acknowledged = EntryTransport.allCases.map {
+            Counter(label: "raffled_entries_acknowledged_total", dimensions: [("transport", $0.label)], factory: factory)
+        }
+        logDiskBytes = Gauge(label: "raffled_log_bytes", factory: factory)
+        process = ProcessMetrics(factory: factory)
     }
 
     /// Counts a batch's outcomes.
@@ -126,8 +136,9 @@ final class ServerMetrics: Sendable {
         }
     }
 
-    /// Per-client bucket gauges, created once for the configured clients.
-    private let clientGauges = Mutex<[String: (tokens: CoreMetrics.Gauge, throttled: CoreMetrics.Gauge)]>([:])
+    /// Per-client bucket metrics, created once for the configured clients: the bucket's tokens (a
+    /// gauge) and its throttled batches (a counter, fed the growth of the bucket's own count).
+    private let clientMetrics = Mutex<[String: (tokens: CoreMetrics.Gauge, throttled: CoreMetrics.Counter, reported: UInt64)]>([:])
 
     /// The Prometheus text exposition, with ledger- and admission-derived values refreshed first.
     func render(stats: LedgerStats, admission: AdmissionController, now: UInt64) -> [UInt8] {
@@ -135,17 +146,20 @@ final class ServerMetrics: Sendable {
         if let global = admission.global { globalTokens.record(Int(global.available(now: now))) }
         overloaded.record(admission.isOverloaded ? 1 : 0)
         for client in admission.clients {
-            let gauges = clientGauges.withLock { table in
-                if let g = table[client.name] { return g }
-                let g = (
-                    Gauge(label: "raffled_bucket_tokens", dimensions: [("bucket", client.name)], factory: factory),
-                    Gauge(label: "raffled_client_throttled_batches", dimensions: [("client", client.name)], factory: factory)
-                )
-                table[client.name] = g
-                return g
+            let throttledNow = client.throttled.load(ordering: .relaxed)
+            let (metrics, growth) = clientMetrics.withLock { table in
+                let m =
+                    table[client.name]
+                    ?? (
+                        Gauge(label: "raffled_client_bucket_tokens", dimensions: [("client", client.name)], factory: factory),
+                        Counter(label: "raffled_client_throttled_batches_total", dimensions: [("client", client.name)], factory: factory),
+                        0
+                    )
+                table[client.name] = (m.tokens, m.throttled, max(m.reported, throttledNow))
+                return (m, throttledNow > m.reported ? throttledNow - m.reported : 0)
             }
-            gauges.tokens.record(Int(client.bucket.available(now: now)))
-            gauges.throttled.record(Int(client.throttled.load(ordering: .relaxed)))
+            metrics.tokens.record(Int(client.bucket.available(now: now)))
+            if growth > 0 { metrics.throttled.increment(by: Int64(growth)) }
         }
         return render(stats: stats)
     }
@@ -159,6 +173,8 @@ final class ServerMetrics: Sendable {
         indexBytes.record(stats.indexBytes)
         indexBytesPerEntry.record(stats.indexBytesPerEntry)
         logBacklog.record(Int(stats.logAppendedBytes - min(stats.logDurableBytes, stats.logAppendedBytes)))
+        if let bytes = stats.logDiskBytes { logDiskBytes.record(Int(clamping: bytes)) }
+        process.update()
         var out: [UInt8] = []
         registry.emit(into: &out)
         return out

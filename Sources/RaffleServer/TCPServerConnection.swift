@@ -63,7 +63,7 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
         let buffer = unwrapInboundIn(data)
         let now = monotonicNanoseconds()
         lastActivityNanos = now
-        let at = IngestContext(client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds())
+        let at = IngestContext(client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds(), transport: .tcp)
         buffer.withUnsafeReadableBytes { bytes in session.ingest(bytes, loop: loop, at: at, anonymous: &anonymous) }
         // Backpressure: stop reading while replies pile up waiting for the log.
         if session.replies.out.readableBytes > loop.configuration.maxPendingReplyBytesPerStream && !readPaused {

@@ -84,7 +84,8 @@ final class UDPServerHandler: ChannelInboundHandler, LoopConnection {
         }
         let now = monotonicNanoseconds()
         let requester = Requester(
-            client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds(), source: sources.buckets[Self.bucket(of: envelope.remoteAddress)])
+            client: nil, nowNanos: now, wallMilliseconds: wallClockMilliseconds(), source: sources.buckets[Self.bucket(of: envelope.remoteAddress)],
+            transport: .udp)
         let full = session.replies.marks.count - sent >= Self.maxPendingAcks
         let marksBefore = session.replies.marks.count
         let errors = sources.errors[Self.bucket(of: envelope.remoteAddress)]

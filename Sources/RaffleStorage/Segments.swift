@@ -220,6 +220,16 @@ extension WriteAheadLog {
     /// The file of segment `segment` in `directory`.
     public static func segmentPath(_ directory: String, _ segment: Int) -> String { WriterState.path(directory, segment) }
 
+    /// Bytes the log's segment files hold on disk now (what has not been retired; nil if the
+    /// directory cannot be listed).
+    public var diskBytes: UInt64? {
+        guard let segments = try? Self.segmentNumbers(in: directory) else { return nil }
+        return segments.reduce(UInt64(0)) { total, segment in
+            var info = stat()
+            return stat(Self.segmentPath(directory, segment), &info) == 0 ? total + UInt64(max(info.st_size, 0)) : total
+        }
+    }
+
     /// `scan` for the replay fuzz target (this package only): one segment's bytes, no file.
     package static func scanSegment(
         _ raw: UnsafeRawBufferPointer, isLast: Bool, apply: (RecordKind, inout RecordReader) throws -> Void
