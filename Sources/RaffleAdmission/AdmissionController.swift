@@ -33,6 +33,10 @@ public struct AdmissionConfiguration: Sendable, Hashable, Codable {
     public var clients: [Client] = []
     /// How far ahead the waiting room hands out slots. Default 60 s.
     public var waitingRoomHorizonMilliseconds: UInt64 = 60_000
+    /// nil (the default): batches the global bucket cannot take get waiting-room slots. A value: no
+    /// waiting room — every such batch is told this same retry-after (ms), the usual "come back in a
+    /// second" that leaves the spreading to the clients' jitter. For comparison runs (Bench/RESULTS.md).
+    public var flatRetryAfterMilliseconds: UInt32?
     /// Log backlog (appended, not yet durable) at which new batches are throttled, and below which
     /// admission resumes. Defaults 32 MiB and 8 MiB.
     public var logBacklogHighWaterBytes: UInt64 = 32 << 20
@@ -42,6 +46,7 @@ public struct AdmissionConfiguration: Sendable, Hashable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case global, anonymous, requestCost, clients, waitingRoomHorizonMilliseconds, logBacklogHighWaterBytes, logBacklogLowWaterBytes
+        case flatRetryAfterMilliseconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -54,6 +59,7 @@ public struct AdmissionConfiguration: Sendable, Hashable, Codable {
         waitingRoomHorizonMilliseconds = try c.decodeIfPresent(UInt64.self, forKey: .waitingRoomHorizonMilliseconds) ?? defaults.waitingRoomHorizonMilliseconds
         logBacklogHighWaterBytes = try c.decodeIfPresent(UInt64.self, forKey: .logBacklogHighWaterBytes) ?? defaults.logBacklogHighWaterBytes
         logBacklogLowWaterBytes = try c.decodeIfPresent(UInt64.self, forKey: .logBacklogLowWaterBytes) ?? defaults.logBacklogLowWaterBytes
+        flatRetryAfterMilliseconds = try c.decodeIfPresent(UInt32.self, forKey: .flatRetryAfterMilliseconds)
     }
 
     /// Reads a JSON config file: `{"global": {"rate", "burst"}, "anonymous": {...}, "requestCost",
@@ -216,6 +222,10 @@ public final class AdmissionController: Sendable {
         case .wait(let ns):
             own.refund(cost, now: now)
             let exact = milliseconds(ns)
+            if let flat = configuration.flatRetryAfterMilliseconds {
+                return .throttle(
+                    milliseconds: max(flat, exact), reason: .rateLimited, limit: global.limit, policy: "global", remaining: global.available(now: now))
+            }
             let spread = slot(cost: cost, earliest: ns, now: now)
             return .throttle(
                 milliseconds: spread, reason: spread > exact ? .waitingRoom : .rateLimited, limit: global.limit, policy: "global",

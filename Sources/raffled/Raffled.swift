@@ -159,6 +159,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Server-wide burst, entries (default twice the rate).") var globalBurst: UInt64?
     @Option(help: "Per-connection rate for requests without a known API key, entries/s (default 20,000).")
     var anonymousRate: UInt64?
+    @Option(
+        help: """
+            Comparison runs only: no waiting room — batches the global bucket cannot take are all told \
+            this retry-after (ms) and the clients' jitter does the spreading (default: waiting-room slots).
+            """)
+    var flatRetryAfterMs: UInt32?
     @Option(help: "Per-connection burst for requests without a known API key (default twice the rate).")
     var anonymousBurst: UInt64?
     @Option(help: "TLS certificate chain (PEM: the server's certificate, then intermediates). Needs --tls-key.")
@@ -268,6 +274,7 @@ struct Serve: AsyncParsableCommand {
         } else if let burst = globalBurst, let global = config.admission.global {
             config.admission.global = RateLimit(ratePerSecond: global.ratePerSecond, burst: burst)
         }
+        if let flatRetryAfterMs { config.admission.flatRetryAfterMilliseconds = flatRetryAfterMs }
         if anonymousRate != nil || anonymousBurst != nil {
             let rate = anonymousRate ?? config.admission.anonymous.ratePerSecond
             config.admission.anonymous = RateLimit(ratePerSecond: rate, burst: anonymousBurst ?? rate * 2)

@@ -166,6 +166,23 @@ struct AdmissionControllerTests {
         #expect(c.waitingRoomDepth(now: now) > 0)
     }
 
+    /// The comparison mode (`--flat-retry-after-ms`): no waiting room, everyone the bucket cannot
+    /// take is told the same retry-after, and no slots are handed out.
+    @Test func aFlatRetryAfterTellsEveryoneTheSameAndHandsOutNoSlots() {
+        let c = controller { $0.flatRetryAfterMilliseconds = 1_000 }
+        let now: UInt64 = 10_000 * ms
+        var anonymous = LocalGCRA(RateLimit(ratePerSecond: 1_000_000, burst: 1_000_000))
+        #expect(c.admit(client: nil, anonymous: &anonymous, entries: 99, now: now) == .admit)  // drains the global burst
+        for _ in 0..<50 {
+            guard case .throttle(let m, let reason, _, let policy, _) = c.admit(client: nil, anonymous: &anonymous, entries: 1, now: now) else {
+                Issue.record("expected throttling")
+                return
+            }
+            #expect(m == 1_000 && reason == .rateLimited && policy == "global")
+        }
+        #expect(c.waitingRoomDepth(now: now) == 0, "no waiting-room slots in flat mode")
+    }
+
     @Test func backpressureEngagesAndReleasesWithHysteresis() {
         let c = controller { config in
             config.logBacklogHighWaterBytes = 1_000

@@ -100,21 +100,35 @@ struct Drop: AsyncParsableCommand {
     @Option(help: "Users, each entering once.") var users = 1_000_000
     @Option(help: "Seconds over which they arrive (evenly).") var within = 60.0
     @Option(help: "Client connections (sockets) the users are spread over.") var connections = 32
+    @Flag(help: "Count every user's attempts (the most any one user needed, and the spread).") var countAttempts = false
+    @Option(help: "Jitter the clients add to a server's retry-after, as a share of it (client default 0.1).") var retryJitterShare: Double?
+    @Option(help: "Most jitter the clients add to a retry-after, ms (client default 100).") var maxRetryJitterMs: Int?
 
     func run() async throws {
-        let result = try await runDrop(common: common, users: users, within: within, connections: connections)
+        var config = RaffleClientConfiguration()
+        if let retryJitterShare { config.retryAfterJitterShare = retryJitterShare }
+        if let maxRetryJitterMs { config.maxRetryAfterJitter = .milliseconds(maxRetryJitterMs) }
+        let result = try await runDrop(
+            common: common, users: users, within: within, connections: connections, configuration: config, countAttempts: countAttempts)
         try common.finish(result)
         if result.lost != 0 { throw ExitCode(1) }
     }
 }
 
-func runDrop(common: CommonOptions, users: Int, within: Double, connections: Int) async throws -> RunResult {
+func runDrop(
+    common: CommonOptions, users: Int, within: Double, connections: Int, configuration: RaffleClientConfiguration = .init(),
+    countAttempts: Bool = false
+) async throws -> RunResult {
     let run = try await ScenarioRun.start(common, "drop", total: users)
     let (target, admin, raffle, recorder) = (run.target, run.admin, run.raffle, run.recorder)
     defer { target.stop() }
-    var config = RaffleClientConfiguration()
+    var config = configuration
     config.deadline = .seconds(600)
-    let clients: [RaffleClient] = try (0..<max(connections, 1)).map { _ in RaffleClient(transport: try transport(common.transport, target), configuration: config) }
+    let counts = countAttempts ? AttemptCounts() : nil
+    let clients: [RaffleClient] = try (0..<max(connections, 1)).map { _ in
+        let inner = try transport(common.transport, target)
+        return RaffleClient(transport: counts.map { CountingTransport(inner: inner, counts: $0) } ?? inner, configuration: config)
+    }
     let start = ContinuousClock.now
     let base = UInt64.random(in: 1...(1 << 40))
     await openLoop(count: users, interval: within / Double(max(users, 1)), start: start) { i, scheduled in
@@ -129,8 +143,57 @@ func runDrop(common: CommonOptions, users: Int, within: Double, connections: Int
     result.attemptsPerEntry = Double(clients.reduce(0) { $0 + Int($1.attemptCount) }) / Double(max(users, 1))
     if recorder.errors > 0 { result.notes.append("\(recorder.errors) users gave up (deadline or budget)") }
     result.notes.append("time until every entry was acknowledged: \(String(format: "%.2f", seconds)) s")
+    if let counts { result.notes.append(counts.summary()) }
     try await conclude(&result, clients: clients, admin: admin, raffle: raffle, expected: users)
     return result
+}
+
+/// Attempts per user (`drop --count-attempts`), keyed by the user id in each single-entry request.
+final class AttemptCounts: Sendable {
+    private let table = Mutex<[UInt64: UInt32]>([:])
+
+    func add(_ user: UInt64) { table.withLock { $0[user, default: 0] += 1 } }
+
+    /// "attempts per user: p50 1, p90 …, p99 …, max …; users needing more than one: N".
+    func summary() -> String {
+        let sorted = table.withLock { Array($0.values) }.sorted()
+        guard let most = sorted.last else { return "attempts per user: none counted" }
+        func at(_ q: Double) -> UInt32 { sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+        let retried = sorted.count - (sorted.firstIndex { $0 > 1 } ?? sorted.count) 
+        return "attempts per user: p50 \(at(0.5)), p90 \(at(0.9)), p99 \(at(0.99)), max \(most); users needing more than one: \(grouped(retried)) of \(grouped(sorted.count))"
+    }
+}
+
+/// A transport that counts each single-entry request's attempt for its user, then passes it on.
+struct CountingTransport: RaffleTransport {
+    let inner: any RaffleTransport
+    let counts: AttemptCounts
+
+    private func count(_ frames: [UInt8]) {
+        frames.withUnsafeBytes { raw in
+            if case .entryBatch(let batch)? = (try? FrameDecoder().decode(raw, endOfInput: true))?.payload, batch.count == 1 {
+                counts.add(batch.userID(at: 0))
+            }
+        }
+    }
+
+    func send(frames: [UInt8], authorization: String?) async throws -> FramesReply {
+        count(frames)
+        return try await inner.send(frames: frames, authorization: authorization)
+    }
+
+    func send(frames: [UInt8], authorization: String?, timeout: Duration) async throws -> FramesReply {
+        count(frames)
+        return try await inner.send(frames: frames, authorization: authorization, timeout: timeout)
+    }
+
+    func admin(method: String, path: String, body: [UInt8]?, authorization: String?) async throws -> AdminReply {
+        try await inner.admin(method: method, path: path, body: body, authorization: authorization)
+    }
+
+    func openStream(authorization: String?) async throws -> any FrameStream { try await inner.openStream(authorization: authorization) }
+    func close() async { await inner.close() }
+    var requiresChecksum: Bool { inner.requiresChecksum }
 }
 
 // MARK: - bulk
