@@ -44,13 +44,15 @@ struct ServerFixture {
 
     /// `files`: the log's file system (a `FaultyFileSystem` to inject storage faults).
     static func start(
-        durability: Durability = .fsync, files: (any LogFileSystem)? = nil, _ configure: (inout ServerConfiguration) -> Void = { _ in }
+        durability: Durability = .fsync, files: (any LogFileSystem)? = nil, logger given: Logger? = nil,
+        _ configure: (inout ServerConfiguration) -> Void = { _ in }
     ) async throws -> ServerFixture {
         let dir = TempDir()
         var config = ServerConfiguration.forTests(ingestBufferBytes: 4 << 20)
         configure(&config)
         // Fault tests provoke the storage errors the server logs loudly: keep the test output clean.
-        let logger = files == nil ? Logger.quiet("raffled-test", level: .warning) : Logger(label: "raffled-test") { _ in SwiftLogNoOpLogHandler() }
+        let logger =
+            given ?? (files == nil ? Logger.quiet("raffled-test", level: .warning) : Logger(label: "raffled-test") { _ in SwiftLogNoOpLogHandler() })
         let server =
             if let files {
                 try await RaffleServer.start(

@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import Synchronization
 import RaffleCore
 import RaffleHTTP2Client
 import RaffleServer
@@ -115,4 +117,36 @@ struct StorageFaultServerTests {
         #expect(try await metrics(f).contains("raffled_storage_failures_total 1"))
         await f.stop()
     }
+
+    /// A failed log is said once, at `critical` — not once per refused batch.
+    @Test func aStorageFailureIsLoggedOnceLoudly() async throws {
+        let lines = CapturedLog()
+        let files = FaultyFileSystem()
+        let f = try await ServerFixture.start(files: files, logger: Logger(label: "raffled-test") { _ in CapturingLogHandler(lines) })
+        let raffle = try await f.createRaffle()
+        files.failSyncs()
+        for id in UInt64(1)...5 { _ = try await f.post(batchFrame(raffle: raffle, users: (id * 10)...(id * 10 + 3), requestID: id)) }
+        let failures = lines.all.filter { $0.message.contains("storage failed") }
+        #expect(failures.count == 1 && failures.first?.level == .critical, "\(lines.all.map(\.message))")
+        await f.stop()
+    }
+}
+
+/// Log lines kept for a test to read.
+final class CapturedLog: Sendable {
+    private let lines = Mutex<[(level: Logger.Level, message: String)]>([])
+    func add(_ level: Logger.Level, _ message: String) { lines.withLock { $0.append((level, message)) } }
+    var all: [(level: Logger.Level, message: String)] { lines.withLock { $0 } }
+}
+
+struct CapturingLogHandler: LogHandler {
+    let log: CapturedLog
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+    init(_ log: CapturedLog) { self.log = log }
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) { log.add(event.level, "\(event.message)") }
 }
