@@ -284,13 +284,12 @@ let package = Package(
         .target(name: "RaffleFuzzSupport", path: "Tests/Fuzz/Support", swiftSettings: strict),
         .executableTarget(name: "fuzz-frames", dependencies: ["RaffleWire", "RaffleFuzzSupport"], path: "Tests/Fuzz/frames", swiftSettings: strict),
         .executableTarget(name: "fuzz-replay", dependencies: ["RaffleLedger", "RaffleFuzzSupport"], path: "Tests/Fuzz/replay", swiftSettings: strict),
-        .executableTarget(
-            name: "fuzz-http2",
-            dependencies: ["RaffleServer", "RaffleFuzzSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
-            path: "Tests/Fuzz/http2", swiftSettings: strict),
-        .executableTarget(
-            name: "fuzz-http1",
-            dependencies: ["RaffleServer", "RaffleFuzzSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
-            path: "Tests/Fuzz/http1", swiftSettings: strict),
+        // The HTTP/2 and HTTP/1.1 connection targets' shared driver.
+        .target(
+            name: "RaffleFuzzConnection",
+            dependencies: ["RaffleServer", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
+            path: "Tests/Fuzz/Connection", swiftSettings: strict),
+        .executableTarget(name: "fuzz-http2", dependencies: ["RaffleFuzzConnection", "RaffleFuzzSupport"], path: "Tests/Fuzz/http2", swiftSettings: strict),
+        .executableTarget(name: "fuzz-http1", dependencies: ["RaffleFuzzConnection", "RaffleFuzzSupport"], path: "Tests/Fuzz/http1", swiftSettings: strict),
     ]
 )
