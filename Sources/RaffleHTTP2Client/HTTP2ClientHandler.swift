@@ -125,7 +125,12 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         } catch {
             failure = HTTP2ClientError("cannot start HTTP/2 session: \(error)")
         }
-        let loop = context.eventLoop
+    }
+
+    /// Starts the deadline sweep if it is not running (it runs only while requests with a deadline
+    /// are in flight: an idle connection is never woken for it).
+    private func startSweep() {
+        guard sweep == nil, let loop = context?.eventLoop else { return }
         let this = NIOLoopBound(self, eventLoop: loop)
         sweep = loop.scheduleRepeatedTask(initialDelay: Self.deadlineSweep, delay: Self.deadlineSweep) { _ in
             this.value.expire(now: .now())
@@ -211,6 +216,7 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
                 }
                 if let d = p.deadline {
                     if let last = deadlines.last, d < last.deadline { outOfOrder.append((id, d)) } else { deadlines.append((id, d)) }
+                    startSweep()
                 }
                 exchanges[id] = e
             } catch let error as HTTP2ClientError {
@@ -249,6 +255,10 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
                 failed = true
                 return true
             }
+        }
+        if deadlines.isEmpty && outOfOrder.isEmpty {
+            sweep?.cancel()
+            sweep = nil
         }
         if failed { flush() }
     }
