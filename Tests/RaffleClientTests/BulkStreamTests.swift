@@ -104,7 +104,19 @@ struct BulkStreamTests {
                 }
             }
             // Restart the server while batches are in flight on the stream.
-            while tally.acked.load(ordering: .relaxed) < 5 { try await Task.sleep(for: .milliseconds(5)) }
+            // (Bounded: a stream that failed early ends the test with a message, not at its time limit.)
+            let deadline = ContinuousClock.now + .seconds(30)
+            while tally.acked.load(ordering: .relaxed) < 5 {
+                guard ContinuousClock.now < deadline else {
+                    Issue.record("no 5 batches acknowledged within 30 s before the restart (\(tally.acked.load(ordering: .relaxed)))")
+                    gate.open()
+                    group.cancelAll()
+                    await stream.close()
+                    await first.shutdown()
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(5))
+            }
             await first.shutdown(grace: .milliseconds(100))
             let second = try await Self.start(port: port, data: dir)
             server.withLock { $0 = second }
