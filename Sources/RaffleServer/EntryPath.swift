@@ -63,7 +63,8 @@ struct Requester {
     var wallMilliseconds: Int64
     /// A bucket shared between loops (UDP: the source address's); nil: the connection's own.
     var source: AtomicGCRA? = nil
-    var transport: EntryTransport = .http2
+    /// Given by every adapter (no default: a new transport must say which it is).
+    var transport: EntryTransport
 }
 
 extension LoopContext {
