@@ -15,12 +15,19 @@ public struct LocalLedgerConfiguration: Sendable, Hashable {
     /// A checkpoint is written once this many bytes of log were appended since the last one (and at
     /// shutdown), so restart replays at most about this much log. Default 64 MiB; 0: never.
     public var checkpointBytes: Int
+    /// Least time between the starts of two log commits (`WriteAheadLog.commitInterval`). Default
+    /// zero (commit as soon as the previous commit ends); `raffled serve` uses 1 ms.
+    public var commitInterval: Duration
 
-    public init(directory: String = "./raffle-data", durability: Durability = .fsync, segmentBytes: Int = 64 << 20, checkpointBytes: Int = 64 << 20) {
+    public init(
+        directory: String = "./raffle-data", durability: Durability = .fsync, segmentBytes: Int = 64 << 20, checkpointBytes: Int = 64 << 20,
+        commitInterval: Duration = .zero
+    ) {
         self.directory = directory
         self.durability = durability
         self.segmentBytes = segmentBytes
         self.checkpointBytes = checkpointBytes
+        self.commitInterval = commitInterval
     }
 }
 
@@ -157,13 +164,13 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
     /// `files` is the file-system seam of the log and the checkpoints (tests inject storage faults through it).
     public init(
         directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, checkpointBytes: Int = 64 << 20,
-        files: any LogFileSystem = POSIXFileSystem(), startLog: Bool = true
+        commitInterval: Duration = .zero, files: any LogFileSystem = POSIXFileSystem(), startLog: Bool = true
     ) throws {
         let started = ContinuousClock.now
         let (checkpoint, recovery) = try Self.readCheckpoint(directory: directory, files: files)
         var replayed = checkpoint?.state ?? State()
         let (log, report) = try WriteAheadLog.open(
-            directory: directory, durability: durability, segmentBytes: segmentBytes, files: files,
+            directory: directory, durability: durability, segmentBytes: segmentBytes, commitInterval: commitInterval, files: files,
             from: checkpoint.map { ($0.segment, $0.lsn) }
         ) { kind, reader in try Self.apply(kind, &reader, to: &replayed) }
         for record in replayed.raffles.values { try record.settleReplayed(checkpoint: recovery.checkpoint) }
@@ -191,11 +198,11 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         }
     }
 
-    /// Opens (or creates) the ledger `configuration` describes; see `init(directory:durability:segmentBytes:checkpointBytes:files:startLog:)`.
+    /// Opens (or creates) the ledger `configuration` describes; see `init(directory:durability:segmentBytes:checkpointBytes:commitInterval:files:startLog:)`.
     public convenience init(_ configuration: LocalLedgerConfiguration, startLog: Bool = true) throws {
         try self.init(
             directory: configuration.directory, durability: configuration.durability, segmentBytes: configuration.segmentBytes,
-            checkpointBytes: configuration.checkpointBytes, startLog: startLog)
+            checkpointBytes: configuration.checkpointBytes, commitInterval: configuration.commitInterval, startLog: startLog)
     }
 
     /// Replays one log segment's bytes into an empty ledger as start-up does (records applied,

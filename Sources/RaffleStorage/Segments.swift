@@ -147,8 +147,8 @@ extension WriteAheadLog {
     ///   or when a segment is missing from the sequence; `LogFailure` when the directory or files cannot
     ///   be used; any error `apply` throws.
     public static func open(
-        directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, files: any LogFileSystem = POSIXFileSystem(),
-        from start: (segment: Int, lsn: UInt64)? = nil, apply: (RecordKind, inout RecordReader) throws -> Void
+        directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, commitInterval: Duration = .zero,
+        files: any LogFileSystem = POSIXFileSystem(), from start: (segment: Int, lsn: UInt64)? = nil, apply: (RecordKind, inout RecordReader) throws -> Void
     ) throws -> (WriteAheadLog, ReplayReport) {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -201,7 +201,8 @@ extension WriteAheadLog {
             let fd = try WriterState.create(directory: directory, segment: first, files: files)
             state = WriterState(directory: directory, files: files, segment: first, fd: fd, size: 0)
         }
-        let log = WriteAheadLog(directory: directory, durability: durability, segmentBytes: segmentBytes, writer: state, startLSN: lsn)
+        let log = WriteAheadLog(
+            directory: directory, durability: durability, segmentBytes: segmentBytes, commitInterval: commitInterval, writer: state, startLSN: lsn)
         return (log, report)
     }
 

@@ -64,6 +64,34 @@ struct WriteAheadLogTests {
         #expect(records.count == appends)
     }
 
+    @Test func aCommitIntervalPacesCommitsAndLosesNothing() throws {
+        let dir = TempDir()
+        let interval = Duration.milliseconds(20)
+        let (log, _) = try WriteAheadLog.open(directory: dir.path, commitInterval: interval) { _, _ in }
+        #expect(log.commitInterval == interval)
+        log.start()
+        // A lone append after a quiet spell is committed without waiting for anything else.
+        try appendAndWait(log, payload(0))
+        // Then one append every half millisecond for ~200 ms, none waiting for durability: unpaced,
+        // each commit would take what one fdatasync let gather; paced, at most one per 20 ms.
+        let clock = ContinuousClock()
+        let start = clock.now
+        let before = log.commitCount
+        var last: UInt64 = 0
+        for i in 1...400 {
+            last = try log.append(kind: .entries) { $0.bytes(payload(i)) }.get()
+            usleep(500)
+        }
+        while log.durableLSN < last && log.failure == nil { usleep(100) }
+        let elapsed = clock.now - start
+        let commits = log.commitCount - before
+        let most = UInt64(elapsed / interval) + 2
+        #expect(commits >= 1 && commits <= most, "commits: \(commits) in \(elapsed), at most \(most) expected")
+        #expect(log.stop() == nil)
+        let (_, _, records) = try openLog(dir.path)
+        #expect(records.map(\.1) == (0...400).map(payload))
+    }
+
     @Test func segmentsRollAndReplayInOrder() throws {
         let dir = TempDir()
         let (log, _, _) = try openLog(dir.path, segmentBytes: 512)
