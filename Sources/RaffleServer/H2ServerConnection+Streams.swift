@@ -240,11 +240,14 @@ extension H2ServerConnection: HTTP2SessionDelegate {
 
     func submitHeaders(_ i: Int) {
         guard let session else { return }
-        headers.removeAll()
-        headers.add(":status", integer: table.streams[i].status)
-        table.streams[i].responseFields(durability: loop.ledger.durability) { headers.add($0, $1) }
+        let plain = table.streams[i].status == 200 && table.streams[i].bodyKind == .frames && table.streams[i].retryAfterMilliseconds == nil
+        if !plain {
+            headers.removeAll()
+            headers.add(":status", integer: table.streams[i].status)
+            table.streams[i].responseFields(durability: loop.ledger.durability) { headers.add($0, $1) }
+        }
         do {
-            try session.submitResponse(stream: table.streams[i].id, headers: headers, hasBody: true)
+            try session.submitResponse(stream: table.streams[i].id, headers: plain ? plainFramesHead : headers, hasBody: true)
             table.streams[i].headersSubmitted = true
         } catch {
             logger.debug("cannot submit a response on stream \(table.streams[i].id): \(error)")

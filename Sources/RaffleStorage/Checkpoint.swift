@@ -77,6 +77,7 @@ public enum Checkpoint {
             do throws(FileError) { try files.dataSync(fd) } catch {
                 throw LogFailure(message: "fdatasync of \(temporary) failed: \(error)")
             }
+            writer.dropSynced()
         } catch {
             files.close(fd)
             files.remove(temporary)
@@ -133,7 +134,14 @@ public struct CheckpointDamage: Error, Sendable, CustomStringConvertible {
 }
 
 /// Streams a checkpoint's content to its file through a 1 MiB buffer, keeping a running CRC32C.
+///
+/// Every `syncEvery` bytes it syncs what it wrote and lets the kernel drop those pages from the page
+/// cache (`LogFileSystem.dropCache`): a checkpoint is read back only at start-up, and written whole
+/// into fresh page-cache pages it cost the core the server shares several times the CPU of the same
+/// bytes written through recycled pages (measured: Bench/RESULTS.md "The log's page cache").
 public struct CheckpointWriter: ~Copyable {
+    /// Bytes written between intermediate syncs.
+    public static let syncEvery = 8 << 20
     let fd: Int32
     let files: any LogFileSystem
     let path: String
@@ -144,6 +152,9 @@ public struct CheckpointWriter: ~Copyable {
     /// CRC32C of everything written so far.
     public private(set) var crc: UInt32 = 0
     private var failure: LogFailure?
+    /// Bytes handed to the file so far, and where the pages not yet dropped start.
+    private var written = 0
+    private var dropped = 0
 
     init(fd: Int32, files: any LogFileSystem, path: String) {
         self.fd = fd
@@ -196,5 +207,19 @@ public struct CheckpointWriter: ~Copyable {
                 return
             }
         }
+        written += bytes.count
+        if written - dropped >= Self.syncEvery {
+            do throws(FileError) { try files.dataSync(fd) } catch {
+                failure = LogFailure(message: "fdatasync of \(path) failed: \(error)")
+                return
+            }
+            dropSynced()
+        }
+    }
+
+    /// Lets the kernel drop the pages written so far (call after a sync; the partial last page stays).
+    mutating func dropSynced() {
+        files.dropCache(fd, from: dropped, to: written)
+        dropped = written & ~4_095
     }
 }

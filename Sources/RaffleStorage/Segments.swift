@@ -15,6 +15,8 @@ struct WriterState: ~Copyable {
     private(set) var fd: Int32
     private(set) var segment: Int
     private(set) var size: Int
+    /// Where the pages not yet handed back to the kernel start (`dropSynced`; page-aligned).
+    private var dropped = 0
 
     init(directory: String, files: any LogFileSystem, segment: Int, fd: Int32, size: Int) {
         self.directory = directory
@@ -57,10 +59,19 @@ struct WriterState: ~Copyable {
     mutating func roll() throws(LogFailure) {
         try sync()
         let next = try Self.create(directory: directory, segment: segment + 1, files: files)
+        files.dropCache(fd, from: dropped, to: size)
         files.close(fd)
         fd = next
         segment += 1
         size = 0
+        dropped = 0
+    }
+
+    /// After a sync: lets the kernel drop the synced pages of the open segment from the page cache
+    /// (`LogFileSystem.dropCache`; the last, partly written page stays until it is full).
+    mutating func dropSynced() {
+        files.dropCache(fd, from: dropped, to: size)
+        dropped = size & ~4_095
     }
 
     /// Whole records only (`bytes` starts and ends at record boundaries); see `write(_:segmentBytes:)`.

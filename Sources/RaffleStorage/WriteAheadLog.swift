@@ -263,7 +263,10 @@ public final class WriteAheadLog: Sendable {
                     try w.write(UnsafeRawBufferPointer(rebasing: all[progress.written...]), segmentBytes: segmentBytes)
                     progress.written = all.count
                 }
-                if durability == .fsync { try w.sync() }
+                if durability == .fsync {
+                    try w.sync()
+                    w.dropSynced()
+                }
                 return .success(target)
             } catch {
                 return .failure(error)

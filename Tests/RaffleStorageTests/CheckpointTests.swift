@@ -199,6 +199,33 @@ struct CheckpointTests {
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/checkpoint-00000099.ckpt.tmp"))
     }
 
+    @Test func aLargeCheckpointIsSyncedInPartsAndHandsItsPagesBack() throws {
+        let dir = TempDir()
+        let files = FaultyFileSystem()
+        let ledger = try LocalLedger(directory: dir.path, checkpointBytes: 0, files: files)
+        let a = try raffle(ledger)
+        // 12 bytes per entry: 800,000 entries make a checkpoint of ~9.6 MB, over `syncEvery`.
+        var next: UInt64 = 1
+        while next <= 800_000 {
+            let (_, admission) = try submit(ledger, raffle: a, (next..<(next + 4_000)).map { Entry(userID: $0, tickets: 1) }, now: t0 + 1)
+            waitDurable(ledger, admission)
+            next += 4_000
+        }
+        let (syncs, drops) = (files.syncCalls, files.dropCalls)
+        let report = try ledger.checkpoint()
+        #expect(report.bytes > CheckpointWriter.syncEvery)
+        // The roll of the log, one sync per `syncEvery` bytes of checkpoint, and the last one.
+        #expect(files.syncCalls - syncs >= 2 + report.bytes / CheckpointWriter.syncEvery, "syncs: \(files.syncCalls - syncs)")
+        #expect(files.dropCalls - drops >= 1 + report.bytes / CheckpointWriter.syncEvery, "drops: \(files.dropCalls - drops)")
+        #expect(files.droppedUnsynced.isEmpty, "\(files.droppedUnsynced.count) unsynced drops, e.g. \(files.droppedUnsynced.prefix(3))")
+        let before = contents(ledger)
+        ledger.shutdown()
+        let reopened = try LocalLedger(directory: dir.path, checkpointBytes: 0)
+        defer { reopened.shutdown() }
+        #expect(reopened.recovery.checkpoint != nil)
+        #expect(contents(reopened) == before)
+    }
+
     @Test func aCheckpointThatCannotBeWrittenLosesNothing() throws {
         let dir = TempDir()
         let files = FaultyFileSystem()

@@ -201,6 +201,28 @@ struct DedupeIndexTests {
         #expect(!index.insert(0) && !index.contains(0), "0 is never stored")
     }
 
+    /// Tables of 2 MiB and more are anonymous mappings with huge pages (`DedupeIndex.hugeTableBytes`):
+    /// growing from a small table into one, sized as one from the start, filled by `insertAll`, and
+    /// given back (deinit) when a larger one replaces it — the same answers throughout.
+    @Test func largeTablesBehaveAsSmallOnes() {
+        let grown = DedupeIndex(capacity: 4, seed: 3)
+        let sized = DedupeIndex(capacity: 600_000, seed: 3)
+        #expect(sized.memoryBytes >= DedupeIndex.hugeTableBytes && grown.memoryBytes < DedupeIndex.hugeTableBytes)
+        let keys = (UInt64(1)...400_000).map { $0 &* 0x9E37_79B9 }
+        for key in keys {
+            #expect(grown.insert(key))
+            #expect(sized.insert(key))
+        }
+        #expect(grown.memoryBytes >= DedupeIndex.hugeTableBytes, "grew into a mapped table: \(grown.memoryBytes) bytes")
+        #expect(grown.count == 400_000 && sized.count == 400_000)
+        #expect(keys.allSatisfy { grown.contains($0) && sized.contains($0) })
+        #expect(!grown.contains(7) && !sized.contains(7) && !grown.insert(keys[123]))
+        let bulk = DedupeIndex(seed: 5)
+        let notNew = keys.withUnsafeBufferPointer { bulk.insertAll($0) }
+        #expect(notNew.isEmpty && bulk.count == keys.count && bulk.memoryBytes >= DedupeIndex.hugeTableBytes)
+        #expect(keys.allSatisfy { bulk.contains($0) })
+    }
+
     /// `insertAll` (start-up's bulk path) ends as inserting one by one in order would: the same
     /// stored set, and "not new" exactly where one-by-one insertion said false — into an empty
     /// index (sized at once) and into one already holding ids (grown), with repeats and zeros.

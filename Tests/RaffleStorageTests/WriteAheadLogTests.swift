@@ -92,6 +92,20 @@ struct WriteAheadLogTests {
         #expect(records.map(\.1) == (0...400).map(payload))
     }
 
+    @Test func syncedLogPagesAreHandedBackAndUnsyncedOnesNever() throws {
+        let dir = TempDir()
+        let files = FaultyFileSystem()
+        let (log, _) = try WriteAheadLog.open(directory: dir.path, segmentBytes: 64 << 10, files: files) { _, _ in }
+        log.start()
+        // ~200 KiB of records over several 64 KiB segments, each waited for.
+        for i in 0..<800 { try appendAndWait(log, [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: 248)) }
+        #expect(log.stop() == nil)
+        #expect(files.dropCalls >= 800, "dropCache calls: \(files.dropCalls)")
+        #expect(files.droppedUnsynced.isEmpty, "\(files.droppedUnsynced.count) unsynced drops, e.g. \(files.droppedUnsynced.prefix(3))")
+        let (_, _, records) = try openLog(dir.path, segmentBytes: 64 << 10)
+        #expect(records.count == 800)
+    }
+
     @Test func segmentsRollAndReplayInOrder() throws {
         let dir = TempDir()
         let (log, _, _) = try openLog(dir.path, segmentBytes: 512)

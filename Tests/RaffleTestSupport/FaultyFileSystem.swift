@@ -48,6 +48,8 @@ public final class FaultyFileSystem: LogFileSystem {
         var space: Int?
         var lyingSync = false
         var lost = false
+        var dropCalls = 0
+        var droppedUnsynced: [String] = []
     }
 
     private let state = Mutex(State())
@@ -57,6 +59,12 @@ public final class FaultyFileSystem: LogFileSystem {
 
     /// Every `fdatasync` from now on fails with `code` (EIO, 5, by default).
     public func failSyncs(with code: Int32 = 5) { state.withLock { $0.syncFailure = code } }
+
+    /// How often the page-cache hint (`dropCache`) was given.
+    public var dropCalls: Int { state.withLock { $0.dropCalls } }
+    /// Each `dropCache` that named bytes no completed sync covered (must stay empty: dirty pages
+    /// are not the log's to give up).
+    public var droppedUnsynced: [String] { state.withLock { $0.droppedUnsynced } }
 
     /// Calls to `fdatasync` so far.
     public var syncCalls: Int { state.withLock { $0.syncCalls } }
@@ -230,6 +238,16 @@ public final class FaultyFileSystem: LogFileSystem {
             } else {
                 s.nameChanges.append(.renamed(from: from, to: to, replaced: replaced))
             }
+        }
+    }
+
+    public func dropCache(_ fd: Int32, from offset: Int, to end: Int) {
+        state.withLock { s in
+            s.dropCalls += 1
+            if let path = s.open[fd], let lengths = s.lengths[path], end > lengths.synced {
+                s.droppedUnsynced.append("\(path): \(offset)..<\(end), synced \(lengths.synced)")
+            }
+            real.dropCache(fd, from: offset, to: end)
         }
     }
 
