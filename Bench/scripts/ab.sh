@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Before/after of two (or more) raffled builds in one run, each beside the same yardsticks, alternating so the
 # VM's drift hits both alike:
-#   1. single-entry durable POSTs (h2load, one body) vs h2o serving a 2-byte static file;
+#   1. single-entry durable POSTs (h2load, one body: after the first, every request is a duplicate)
+#      vs h2o serving a 2-byte static file;
+#   1b. single-entry durable POSTs from fresh users (raffle-bench single, the issue's headline figure)
+#      vs h2o through the same generator (raffle-bench get), same shape (-c16 -m32);
 #   2. durable batched ingest of unique entries (IngestLoad, batches of 4,000) vs the disk's own
 #      sequential write+fdatasync limit (disk-limit.py, 1 MiB per fdatasync).
 # Server on core 0, generator on core 1; throttling out of the way (--global-rate 0).
 # Usage: Bench/scripts/ab.sh BEFORE_RAFFLED AFTER_RAFFLED [MORE_RAFFLED...]   (labelled by file name)
-#   env: N=requests per h2load run (300000), ROUNDS (3), INGEST=entries per bulk run (8000000)
+#   env: N=requests per h2load run (300000), ROUNDS (3), INGEST=entries per bulk run (8000000),
+#        UNIQUE=requests per raffle-bench single run (1000000; 0 skips 1b)
 # Build a "before" binary with: git worktree add /tmp/before <commit> && (cd /tmp/before &&
 #   swift build -c release --product raffled)
 set -euo pipefail
@@ -20,10 +24,11 @@ done
 N=${N:-300000}
 ROUNDS=${ROUNDS:-3}
 INGEST=${INGEST:-8000000}
+UNIQUE=${UNIQUE:-1000000}
 . Bench/scripts/lib.sh
 need ab h2load:nghttp2-client h2o:h2o curl:curl
-echo "ab: building IngestLoad (release)..."
-(cd Bench && swift build -c release --product IngestLoad >/dev/null)
+echo "ab: building IngestLoad and raffle-bench (release)..."
+(cd Bench && swift build -c release --product IngestLoad >/dev/null && swift build -c release --product raffle-bench >/dev/null)
 
 tmp=$(mktemp -d)
 cleanup() { pkill -f -- "$tmp" 2>/dev/null || true; sleep 0.3; rm -rf "$tmp"; }
@@ -75,6 +80,26 @@ for r in $(seq "$ROUNDS"); do
   echo "$line"
 done
 for k in "${!bins[@]}"; do stop "$tmp/s$k"; done
+
+if [ "$UNIQUE" -gt 0 ]; then
+  echo "single-entry durable POSTs from fresh users (raffle-bench single -c16 -m32, $UNIQUE requests) vs h2o (raffle-bench get), req/s:"
+  # raffle-bench starts each raffled itself, through a wrapper that pins it to the server core.
+  for k in "${!bins[@]}"; do
+    printf '#!/usr/bin/env bash\nexec %s %s --loops 1 "$@" # %s\n' "${server_pin[*]}" "${bins[$k]}" "$tmp" >"$tmp/w$k"
+    chmod +x "$tmp/w$k"
+  done
+  for r in $(seq "$ROUNDS"); do
+    h=$(pin 1 Bench/.build/release/raffle-bench get --target 127.0.0.1:18090 --path /ok --requests "$UNIQUE" | sed -E 's/.*= ([0-9]+) req\/s.*/\1/')
+    line=$(printf '  round %d: h2o %.0f' "$r" "$h")
+    for k in "${!bins[@]}"; do
+      pin 1 Bench/.build/release/raffle-bench single --raffled "$tmp/w$k" --server-arg=--global-rate=0 --server-arg=--anonymous-rate=1000000000 \
+        --requests "$UNIQUE" --json "$tmp/u$k.json" >/dev/null 2>&1
+      got=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requestsPerSecond"])' "$tmp/u$k.json")
+      line+=$(printf '  %s %.0f (%.2fx)' "$(basename "${bins[$k]}")" "$got" "$(echo "$got / $h" | bc -l)")
+    done
+    echo "$line"
+  done
+fi
 stop "$tmp/h2o.conf"
 
 echo "durable batched ingest (unique entries, batches of 4,000, 2 connections x 32 in flight, $INGEST entries), entries/s:"

@@ -274,7 +274,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
             }
             var accepted = 0
             let index = raffle.index
-            let ahead = 8  // entries of look-ahead: enough to overlap the cache misses of inserts
+            let ahead = 16  // entries of look-ahead: enough to overlap the cache misses of inserts (8 was measured slower)
             for i in 0..<min(ahead, n) { index.prefetch(batch.userID(at: i)) }
             for i in 0..<n {
                 if i + ahead < n { index.prefetch(batch.userID(at: i + ahead)) }

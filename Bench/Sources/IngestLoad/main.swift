@@ -2,7 +2,8 @@
 //
 //   IngestLoad HOST PORT [connections=4] [inflight-per-connection=8] [batch=1000] [entries=2000000]
 //
-// Creates a raffle, then sends batches of fresh user ids over `connections` HTTP/2 connections with
+// Creates a raffle sized for the run (`expectedEntries`, so its dedupe index is allocated once, as a
+// partner's bulk raffle would be), then sends batches of fresh user ids over `connections` HTTP/2 connections with
 // `inflight` requests in flight on each, and reports acknowledged entries per second. Every ack is
 // checked: all entries must come back accepted (fresh ids), or the run fails.
 import Foundation
@@ -29,7 +30,7 @@ let first = try await HTTP2Client.connect(host: host, port: port, group: group)
 // Creating a raffle is an admin call: the key comes from $RAFFLE_ADMIN_KEY (raffled's DATA/admin.key).
 let adminKey = ProcessInfo.processInfo.environment["RAFFLE_ADMIN_KEY"] ?? ""
 let created = try await first.request(
-    method: "POST", path: "/v1/raffles", headers: [("authorization", "Bearer " + adminKey)], body: Array(#"{"title":"ingest","durationSeconds":86400}"#.utf8))
+    method: "POST", path: "/v1/raffles", headers: [("authorization", "Bearer " + adminKey)], body: Array(#"{"title":"ingest","durationSeconds":86400,"expectedEntries":\#(total)}"#.utf8))
 guard created.status == 201, let text = created.body.getString(at: created.body.readerIndex, length: created.body.readableBytes),
     let idRange = text.range(of: #""id":"#), let raffle = UInt64(text[idRange.upperBound...].drop { $0 == "\"" }.prefix { $0.isNumber })  // ids are JSON strings
 else {
