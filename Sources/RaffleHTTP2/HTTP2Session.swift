@@ -96,7 +96,7 @@ public final class HTTP2Session {
     /// one failed).
     private var rules: FrameRules?
     /// The delegate; the session must not outlive it (the owner deletes the session first).
-    public unowned(unsafe) var delegate: any HTTP2SessionDelegate
+    public unowned(unsafe) let delegate: any HTTP2SessionDelegate
 
     /// An error from nghttp2 (a negative return code) with its text.
     public struct Failure: Error, CustomStringConvertible, Sendable {

@@ -109,6 +109,11 @@ public protocol Ledger: AnyObject, Sendable {
     /// event loop; must not block on I/O and should not allocate per entry.
     func admit(_ batch: EntryBatchView, now: Int64, outcomes: UnsafeMutableBufferPointer<EntryOutcome>) -> Admission
 
+    /// A hint, before `admit`: the batch's entries are coming, start loading whatever admitting them
+    /// will touch (the local ledger: each user's dedupe-index slot). No effect on outcomes; may do
+    /// nothing (the default).
+    func prefetch(_ batch: EntryBatchView)
+
     /// Whether `point` is durable now.
     func isDurable(_ point: CommitPoint) -> Bool
 
@@ -204,6 +209,9 @@ public struct CheckpointReport: Sendable, Hashable {
 }
 
 extension Ledger {
+    /// Nothing to load ahead.
+    public func prefetch(_ batch: EntryBatchView) {}
+
     /// A ledger that decides at admission has no deferred batches.
     public func resolve(ticket: UInt64, into outcomes: UnsafeMutableBufferPointer<EntryOutcome>) -> Resolution? {
         .failed("this ledger defers no batch")

@@ -30,6 +30,7 @@ final class H2ServerConnection: ChannelInboundHandler, LoopConnection {
     /// (status digits, content-type string, field list) was ~4 % of the durable single-entry path's
     /// time in a profile (Bench/RESULTS.md).
     let plainFramesHead: HeaderBlock
+    var prefetcher = EntryPrefetcher()
 
     var bytesIn = 0
     var handshakeDone = false
@@ -121,6 +122,7 @@ final class H2ServerConnection: ChannelInboundHandler, LoopConnection {
         nowWallMilliseconds = wallClockMilliseconds()
         inSession = true
         let result: Result<Int, HTTP2Session.Failure> = buffer.withUnsafeReadableBytes { bytes in
+            prefetcher.scan(bytes, decoder: loop.decoder, ledger: loop.ledger)
             do throws(HTTP2Session.Failure) { return .success(try session.receive(bytes)) } catch { return .failure(error) }
         }
         inSession = false

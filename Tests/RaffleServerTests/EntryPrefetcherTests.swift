@@ -1,0 +1,82 @@
+@testable import RaffleServer
+import RaffleTestSupport
+import RaffleWire
+import Testing
+
+/// The read-ahead index hint (`EntryPrefetcher`): it finds the entries frames nghttp2 is about to
+/// hand over, in order, whatever the reads' boundaries, and passes over everything else.
+@Suite("Entry prefetcher")
+struct EntryPrefetcherTests {
+    /// An HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
+    func h2(type: UInt8, flags: UInt8 = 0, stream: UInt32, _ payload: [UInt8]) -> [UInt8] {
+        let n = payload.count
+        return [UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), type, flags,
+            UInt8(stream >> 24 & 0x7F), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)] + payload
+    }
+
+    /// A client's first bytes: preface, SETTINGS, then requests — DATA frames holding entries
+    /// frames (one padded), a DATA frame holding a ping, one holding an entries frame cut short,
+    /// and HEADERS between them. Returns the bytes, the first user of each whole entries frame in
+    /// order, and where each of those DATA frames lies.
+    func stream() -> ([UInt8], [UInt64], [Range<Int>]) {
+        var bytes = ProtocolSelector.preface + h2(type: 4, stream: 0, [0, 3, 0, 0, 1, 0])
+        var users: [UInt64] = []
+        var spans: [Range<Int>] = []
+        for i in 0..<6 {
+            let stream = UInt32(2 * i + 1)
+            bytes += h2(type: 1, flags: 4, stream: stream, [0x83, 0x86, 0x84, 0x41, 0x8A] + [UInt8](repeating: 0x20, count: 10))
+            let user = UInt64(1_000 + i)
+            let body = batchFrame(raffle: 7, users: [user, user + 500], requestID: UInt64(i + 1))
+            let start = bytes.count
+            switch i {
+            case 2: bytes += h2(type: 0, flags: 0x8 | 0x1, stream: stream, [5] + body + [0, 0, 0, 0, 0])  // padded
+            case 3: bytes += h2(type: 0, flags: 1, stream: stream, (try? FrameEncoder.encode(Frame(requestID: 9, body: .ping(3)))) ?? [])
+            case 4: bytes += h2(type: 0, flags: 0, stream: stream, Array(body.prefix(body.count / 2)))  // the rest would follow
+            default: bytes += h2(type: 0, flags: 1, stream: stream, body)
+            }
+            if i != 3 && i != 4 {
+                users.append(user)
+                spans.append(start..<bytes.count)
+            }
+        }
+        return (bytes, users, spans)
+    }
+
+    func hints(_ reads: [ArraySlice<UInt8>]) -> [UInt64] {
+        var prefetcher = EntryPrefetcher()
+        let decoder = FrameDecoder(limits: .default, receiver: .server)
+        var found: [UInt64] = []
+        for read in reads {
+            read.withUnsafeBytes { prefetcher.scan($0, decoder: decoder) { batch in
+                #expect(batch.raffleID == 7 && batch.count == 2)
+                found.append(batch.userID(at: 0))
+            } }
+        }
+        return found
+    }
+
+    @Test func oneReadFindsEveryWholeEntriesFrameInOrder() {
+        let (bytes, users, _) = stream()
+        #expect(hints([bytes[...]]) == users)
+    }
+
+    /// Cut anywhere, the walk stays in step: only the DATA frame the cut falls in is passed over.
+    @Test func aCutAnywhereLosesOnlyTheFrameItFallsIn() {
+        let (bytes, users, spans) = stream()
+        for cut in 1..<bytes.count {
+            let expected = zip(users, spans).filter { !($0.1.lowerBound < cut && cut < $0.1.upperBound) }.map(\.0)
+            let got = hints([bytes[..<cut], bytes[cut...]])
+            #expect(got == expected, "cut at \(cut)")
+        }
+    }
+
+    @Test func byteByByteFindsNothingAndKeepsInStep() {
+        let (bytes, users, _) = stream()
+        var reads = bytes.indices.map { bytes[$0...$0] }
+        // Then one more whole request in a single read: found, so the walk kept its place.
+        let more = h2(type: 0, flags: 1, stream: 99, batchFrame(raffle: 7, users: [77, 78], requestID: 50))
+        reads.append(more[...])
+        #expect(hints(reads) == [77])
+        #expect(!users.isEmpty)
+    }
+}
