@@ -41,10 +41,10 @@ public final class DedupeIndex {
 
     /// A zeroed table of `size` slots. A large one is an anonymous mapping (zero pages the kernel
     /// hands out as they are first touched, so a table sized for a big drop costs memory only as it
-    /// fills) with `MADV_HUGEPAGE`: every insert lands on a random slot, and with 4 KiB pages a
-    /// 1 GiB table misses the TLB on nearly every one — measured in a bulk-ingest profile, the
-    /// insert loop was 44 % of the server's time before, see Bench/RESULTS.md "Huge pages for the
-    /// dedupe index".
+    /// fills; before, the whole table was zero-filled at creation) with `MADV_HUGEPAGE`: every insert
+    /// lands on a random slot, and with 4 KiB pages a 1 GiB table misses the TLB on nearly every one.
+    /// Measured (Bench/RESULTS.md, issue #15 item 3, point 6): the huge pages are used, but on this VM
+    /// the insert loop's share of a bulk profile barely moved (44 % → 41 %): the cache miss is the cost.
     private static func allocateTable(_ size: Int) -> UnsafeMutablePointer<UInt64> {
         let bytes = size * MemoryLayout<UInt64>.stride
         #if canImport(Glibc)

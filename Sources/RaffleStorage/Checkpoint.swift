@@ -136,9 +136,10 @@ public struct CheckpointDamage: Error, Sendable, CustomStringConvertible {
 /// Streams a checkpoint's content to its file through a 1 MiB buffer, keeping a running CRC32C.
 ///
 /// Every `syncEvery` bytes it syncs what it wrote and lets the kernel drop those pages from the page
-/// cache (`LogFileSystem.dropCache`): a checkpoint is read back only at start-up, and written whole
-/// into fresh page-cache pages it cost the core the server shares several times the CPU of the same
-/// bytes written through recycled pages (measured: Bench/RESULTS.md "The log's page cache").
+/// cache (`LogFileSystem.dropCache`): a checkpoint is read back only at start-up, so it need not
+/// crowd the page cache. (Measured on this project's VM, Bench/RESULTS.md issue #15 item 3, point 7:
+/// once it cut a 30M-entry bulk run's checkpoint thread from 46 % to 21 % of the server's CPU, when
+/// writing into fresh page-cache pages was expensive there; later no difference either way.)
 public struct CheckpointWriter: ~Copyable {
     /// Bytes written between intermediate syncs.
     public static let syncEvery = 8 << 20

@@ -94,9 +94,9 @@ public struct POSIXFileSystem: LogFileSystem {
 
     /// `posix_fadvise(POSIX_FADV_DONTNEED)` (on whole pages, clean ones only: call it after a sync).
     /// The log is written once and read back only at start-up; without this its pages pile up in the
-    /// page cache, and every write takes fresh pages — measured on this project's VM, appending with a
-    /// sync per MiB cost 0.9–2.0 ms of CPU per MiB that way against ~0.3 when each synced range is
-    /// dropped (Bench/RESULTS.md "The log's page cache").
+    /// page cache and every write takes fresh ones. Measured on this project's VM (Bench/RESULTS.md,
+    /// issue #15 item 3, point 7): a large saving in one phase (appending with a sync per MiB cost
+    /// 0.9–2.2 ms of CPU per MiB, ~0.3 with each synced range dropped), no difference in another.
     public func dropCache(_ fd: Int32, from offset: Int, to end: Int) {
         guard end > offset else { return }
         _ = posix_fadvise(fd, off_t(offset), off_t(end - offset), Int32(POSIX_FADV_DONTNEED))

@@ -43,9 +43,9 @@ public struct LogFailure: Error, Hashable, Sendable, CustomStringConvertible {
 /// than the interval ago, the writer waits out the rest before taking the pending buffer. A lone
 /// append after a quiet spell is committed at once; under load each commit covers more records, so
 /// the writer, the event loops it wakes and the sockets they write to do their per-commit work less
-/// often. Measured (Bench/RESULTS.md "Pacing the group commit"): without it, the faster the disk the
-/// *more* commits and the *less* throughput — `--durability none` took 100k single-entry requests/s
-/// against 255–285k with a 1 ms interval.
+/// often. Measured (Bench/RESULTS.md, issue #15 item 3, point 1, "Pacing the group commit"): without
+/// it, the faster the disk the *more* commits and the *less* throughput — `--durability none` took
+/// 101–107k single-entry requests/s against 261–286k with a 1 ms interval.
 ///
 /// On disk: files `wal-NNNNNNNN.log` in the data directory, each a sequence of records
 /// `[u32 body length][u32 CRC32C(body)][body]` (little-endian); a new segment starts when the current
