@@ -53,5 +53,10 @@ struct OperationsTests {
         #expect(flag.status != 0 && flag.stderr.contains("RAFFLED_REUSE_PORT=maybe"))
         let format = try await runCommand(raffled, ["--port", "0", "--log-format", "xml"], timeout: 20)
         #expect(format.status != 0 && format.stderr.contains("log-format"))
+        // The group-commit interval: out of range, from the command line or the environment.
+        let interval = try await runCommand(raffled, ["--port", "0", "--commit-interval-us=-1"], timeout: 20)
+        #expect(interval.status != 0 && interval.stderr.contains("--commit-interval-us must be 0 (no pacing) to 1000000"))
+        let slow = try await runCommand(raffled, ["--port", "0"], environment: ["RAFFLED_COMMIT_INTERVAL_US": "5000000"], timeout: 20)
+        #expect(slow.status != 0 && slow.stderr.contains("--commit-interval-us must be"))
     }
 }
