@@ -63,7 +63,12 @@ struct EntryPrefetcher {
         carry.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
     }
 
+    /// DATA payloads longer than this are not looked into: a bulk batch's `admit` prefetches its own
+    /// index slots as it goes, and decoding it twice (its checksum too) would be wasted work.
+    static let largestPeek = 1_024
+
     private func peek(_ payload: UnsafeRawBufferPointer, padded: Bool, _ decoder: FrameDecoder, _ hint: (EntryBatchView) -> Void) {
+        guard payload.count <= Self.largestPeek else { return }
         var body = payload
         if padded {
             let padding = Int(payload[0])

@@ -16,13 +16,13 @@ struct EntryPrefetcherTests {
 
     /// A client's first bytes: preface, SETTINGS, then requests — DATA frames holding entries
     /// frames (one padded), a DATA frame holding a ping, one holding an entries frame cut short,
-    /// and HEADERS between them. Returns the bytes, the first user of each whole entries frame in
+    /// one holding a bulk batch (left to `admit`, which prefetches its own), and HEADERS between them. Returns the bytes, the first user of each whole entries frame in
     /// order, and where each of those DATA frames lies.
     func stream() -> ([UInt8], [UInt64], [Range<Int>]) {
         var bytes = ProtocolSelector.preface + h2(type: 4, stream: 0, [0, 3, 0, 0, 1, 0])
         var users: [UInt64] = []
         var spans: [Range<Int>] = []
-        for i in 0..<6 {
+        for i in 0..<7 {
             let stream = UInt32(2 * i + 1)
             bytes += h2(type: 1, flags: 4, stream: stream, [0x83, 0x86, 0x84, 0x41, 0x8A] + [UInt8](repeating: 0x20, count: 10))
             let user = UInt64(1_000 + i)
@@ -32,9 +32,13 @@ struct EntryPrefetcherTests {
             case 2: bytes += h2(type: 0, flags: 0x8 | 0x1, stream: stream, [5] + body + [0, 0, 0, 0, 0])  // padded
             case 3: bytes += h2(type: 0, flags: 1, stream: stream, (try? FrameEncoder.encode(Frame(requestID: 9, body: .ping(3)))) ?? [])
             case 4: bytes += h2(type: 0, flags: 0, stream: stream, Array(body.prefix(body.count / 2)))  // the rest would follow
+            case 5:
+                let bulk = batchFrame(raffle: 7, users: UInt64(50_000)..<50_100, requestID: 99)
+                #expect(bulk.count > EntryPrefetcher.largestPeek)
+                bytes += h2(type: 0, flags: 1, stream: stream, bulk)
             default: bytes += h2(type: 0, flags: 1, stream: stream, body)
             }
-            if i != 3 && i != 4 {
+            if i != 3 && i != 4 && i != 5 {
                 users.append(user)
                 spans.append(start..<bytes.count)
             }
