@@ -41,7 +41,8 @@ public final class DedupeIndex {
 
     /// A zeroed table of `size` slots. A large one is an anonymous mapping (zero pages the kernel
     /// hands out as they are first touched, so a table sized for a big drop costs memory only as it
-    /// fills; before, the whole table was zero-filled at creation) with `MADV_HUGEPAGE`: every insert
+    /// fills, unless `prefault` asks for all of it at once; before, the whole table was zero-filled
+    /// at creation) with `MADV_HUGEPAGE`: every insert
     /// lands on a random slot, and with 4 KiB pages a 1 GiB table misses the TLB on nearly every one.
     /// Measured (Bench/RESULTS.md, issue #15 item 3, point 6): the huge pages are used, but on this VM
     /// the insert loop's share of a bulk profile barely moved (44 % → 41 %): the cache miss is the cost.
@@ -71,6 +72,42 @@ public final class DedupeIndex {
         }
         #endif
         table.deallocate()
+    }
+
+    /// Backs the whole table with memory now rather than as inserts first touch it, without
+    /// changing its contents (`MADV_POPULATE_WRITE`), and returns whether it is all backed (a table
+    /// under `hugeTableBytes` always is: it was zero-filled when made).
+    ///
+    /// For a raffle sized for its expected entries, at creation: the first touch of a page is a
+    /// fault that zero-fills it, and on a VM whose guest memory is not yet backed by the host that
+    /// cost ~2 ms per MiB (measured on this project's VM, Bench/RESULTS.md issue #15, "the index's
+    /// memory committed at creation"): 22 % of the server's CPU during an 8M-entry bulk ingest into a
+    /// 128 MiB table, paid mid-spike. Not thread-safe, like everything here: the caller owns the
+    /// index (the ledger calls it before the raffle is published, outside its lock).
+    @discardableResult
+    public func prefault() -> Bool {
+        let bytes = memoryBytes
+        guard bytes >= Self.hugeTableBytes else { return true }
+        #if canImport(Glibc)
+        return madvise(slots, bytes, 23 /* MADV_POPULATE_WRITE, Linux 5.14 */) == 0
+        #else
+        return false
+        #endif
+    }
+
+    /// Bytes of the table backed by memory now (`mincore`); the whole table for one under
+    /// `hugeTableBytes`.
+    public var residentBytes: Int {
+        let bytes = memoryBytes
+        guard bytes >= Self.hugeTableBytes else { return bytes }
+        #if canImport(Glibc)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var vector = [UInt8](repeating: 0, count: (bytes + page - 1) / page)
+        guard mincore(slots, bytes, &vector) == 0 else { return 0 }
+        return vector.reduce(0) { $0 + Int($1 & 1) } * page
+        #else
+        return bytes
+        #endif
     }
 
     /// Number of slots (a power of two).

@@ -61,17 +61,27 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         var replayedUsers = ContiguousArray<UInt64>()
         var replayedTickets = ContiguousArray<UInt32>()
 
-        init(id: UInt64, spec: RaffleSpec, seed: [UInt8]) {
+        /// A raffle's record; `index` is `sizedIndex(spec)` made beforehand (default: made here).
+        init(id: UInt64, spec: RaffleSpec, seed: [UInt8], index: DedupeIndex? = nil) {
             self.id = id
             self.spec = spec
             self.seed = seed
             commitment = Draw.commitment(seed: seed)
             // Sized once for the operator's expected count (spec.expectedEntries): no doubling
             // of the index or the entry list while a drop pours in.
-            let expected = min(max(spec.expectedEntries ?? 0, 0), RaffleSpec.maxExpectedEntries)
-            index = DedupeIndex(capacity: max(expected, 1_024))
+            let expected = Self.expectedEntries(spec)
+            self.index = index ?? Self.sizedIndex(spec)
             users.reserveCapacity(expected)
             tickets.reserveCapacity(expected)
+        }
+
+        static func expectedEntries(_ spec: RaffleSpec) -> Int {
+            min(max(spec.expectedEntries ?? 0, 0), RaffleSpec.maxExpectedEntries)
+        }
+
+        /// An empty index with room for the spec's expected entries.
+        static func sizedIndex(_ spec: RaffleSpec) -> DedupeIndex {
+            DedupeIndex(capacity: max(expectedEntries(spec), 1_024))
         }
 
         @inline(__always)
@@ -343,6 +353,11 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         } catch {
             return .failure(LedgerError(.invalid, "cannot encode raffle: \(error)"))
         }
+        // A raffle sized for a drop gets its index's memory now, outside the lock (this runs in
+        // the admin request's task, not on an event loop): the drop's inserts then find it backed
+        // (see `DedupeIndex.prefault`). Without an expected count, the index starts small.
+        let index = RaffleRecord.sizedIndex(spec)
+        if spec.expectedEntries != nil { index.prefault() }
         return lock.withLock { _ in
             let id = table.nextID
             let appended = log.append(kind: .raffleCreated) { w in
@@ -354,7 +369,7 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
                 return .failure(LedgerError(.unavailable, failure.message))
             case .success(let lsn):
                 table.nextID += 1
-                let record = RaffleRecord(id: id, spec: spec, seed: seed)
+                let record = RaffleRecord(id: id, spec: spec, seed: seed, index: index)
                 table.raffles[id] = record
                 return .success((record.info(now: now), CommitPoint(lsn: lsn)))
             }

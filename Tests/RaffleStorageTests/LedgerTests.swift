@@ -223,6 +223,23 @@ struct DedupeIndexTests {
         #expect(keys.allSatisfy { bulk.contains($0) })
     }
 
+    /// A sized table is untouched memory until `prefault` backs all of it at once (what creating a
+    /// raffle with an expected count does), keeping what it holds; a small table is always backed.
+    @Test func aSizedTableIsBackedAtOnceAndKeepsItsKeys() {
+        let index = DedupeIndex(capacity: 1_500_000, seed: 11)
+        #expect(index.memoryBytes >= 8 * DedupeIndex.hugeTableBytes)
+        let keys = (UInt64(1)...3).map { $0 &* 0x9E37_79B9_7F4A_7C15 }
+        for key in keys { #expect(index.insert(key)) }
+        // Three slots touch at most three pages (or 2 MiB huge pages) of the table's eight or more.
+        #expect(index.residentBytes < index.memoryBytes, "\(index.residentBytes) of \(index.memoryBytes) bytes backed before")
+        #expect(index.prefault())
+        #expect(index.residentBytes == index.memoryBytes)
+        #expect(index.count == 3 && keys.allSatisfy { index.contains($0) } && !index.contains(7))
+        #expect(!index.insert(keys[1]) && index.insert(7))
+        let small = DedupeIndex(capacity: 100, seed: 11)
+        #expect(small.prefault() && small.residentBytes == small.memoryBytes)
+    }
+
     /// `insertAll` (start-up's bulk path) ends as inserting one by one in order would: the same
     /// stored set, and "not new" exactly where one-by-one insertion said false — into an empty
     /// index (sized at once) and into one already holding ids (grown), with repeats and zeros.
