@@ -223,6 +223,7 @@ final class Checkpointer: Sendable {
     func start(_ ledger: LocalLedger) {
         guard every > 0, !started.exchange(true, ordering: .relaxed) else { return }
         let thread = Thread { [weak ledger] in
+            BackgroundThread.configureCurrent(name: "raffled-ckpt")
             var pause = 0  // ticks to wait after a failed checkpoint
             while !self.stopping.load(ordering: .acquiring) {
                 usleep(100_000)
@@ -240,7 +241,6 @@ final class Checkpointer: Sendable {
             }
             self.done.signal()
         }
-        thread.name = "raffled-checkpoint"
         thread.start()
     }
 

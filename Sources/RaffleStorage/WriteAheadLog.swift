@@ -217,8 +217,10 @@ public final class WriteAheadLog: Sendable {
     /// Starts the writer thread.
     public func start() {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let thread = Thread { [self] in self.writerLoop() }
-        thread.name = "raffled-wal"
+        let thread = Thread { [self] in
+            BackgroundThread.configureCurrent(name: "raffled-wal")
+            self.writerLoop()
+        }
         thread.start()
     }
 

@@ -41,6 +41,33 @@ struct WriteAheadLogTests {
         }
     }
 
+    /// The writer thread is named `raffled-wal` and runs under `SCHED_BATCH` (no wake-up preemption
+    /// of the event loop; see `BackgroundThread`): read back from the kernel, /proc/self/task.
+    @Test func theWriterThreadIsNamedAndRunsAsABatchThread() throws {
+        #if os(Linux)
+        let dir = TempDir()
+        let (log, _, _) = try openLog(dir.path)
+        log.start()
+        try appendAndWait(log, payload(1))
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")
+        // (name, policy): comm, and field 41 of stat (after the parenthesised name, which may hold spaces).
+        let threads: [(String, Int)] = tasks.compactMap { tid in
+            guard let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8),
+                let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return nil }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // After ")": field 3 (state) is fields[0], so field 41 (policy) is fields[38].
+            guard fields.count > 38, let policy = Int(fields[38]) else { return nil }
+            return (comm.trimmingCharacters(in: .whitespacesAndNewlines), policy)
+        }
+        let writers = threads.filter { $0.0 == "raffled-wal" }
+        #expect(!writers.isEmpty, "no thread named raffled-wal among \(threads.map(\.0))")
+        #expect(writers.allSatisfy { $0.1 == 3 }, "policies \(writers.map(\.1)) (3 is SCHED_BATCH)")
+        #expect(log.stop() == nil)
+        #endif
+    }
+
     @Test func groupCommitCoversConcurrentAppendsWithFewerSyncs() throws {
         let dir = TempDir()
         let (log, _, _) = try openLog(dir.path)
