@@ -18,16 +18,20 @@ public struct LocalLedgerConfiguration: Sendable, Hashable {
     /// Least time between the starts of two log commits (`WriteAheadLog.commitInterval`). Default
     /// zero (commit as soon as the previous commit ends); `raffled serve` uses 1 ms.
     public var commitInterval: Duration
+    /// How far ahead of small commits the log writes zeros (`WriteAheadLog.defaultZeroFillBytes`,
+    /// 1 MiB); 0: off (e.g. on a copy-on-write file system, where overwriting gains nothing).
+    public var logZeroFillBytes: Int
 
     public init(
         directory: String = "./raffle-data", durability: Durability = .fsync, segmentBytes: Int = 64 << 20, checkpointBytes: Int = 64 << 20,
-        commitInterval: Duration = .zero
+        commitInterval: Duration = .zero, logZeroFillBytes: Int = WriteAheadLog.defaultZeroFillBytes
     ) {
         self.directory = directory
         self.durability = durability
         self.segmentBytes = segmentBytes
         self.checkpointBytes = checkpointBytes
         self.commitInterval = commitInterval
+        self.logZeroFillBytes = logZeroFillBytes
     }
 }
 
@@ -174,13 +178,15 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
     /// `files` is the file-system seam of the log and the checkpoints (tests inject storage faults through it).
     public init(
         directory: String, durability: Durability = .fsync, segmentBytes: Int = 64 << 20, checkpointBytes: Int = 64 << 20,
-        commitInterval: Duration = .zero, files: any LogFileSystem = POSIXFileSystem(), startLog: Bool = true
+        commitInterval: Duration = .zero, logZeroFillBytes: Int = WriteAheadLog.defaultZeroFillBytes,
+        files: any LogFileSystem = POSIXFileSystem(), startLog: Bool = true
     ) throws {
         let started = ContinuousClock.now
         let (checkpoint, recovery) = try Self.readCheckpoint(directory: directory, files: files)
         var replayed = checkpoint?.state ?? State()
         let (log, report) = try WriteAheadLog.open(
-            directory: directory, durability: durability, segmentBytes: segmentBytes, commitInterval: commitInterval, files: files,
+            directory: directory, durability: durability, segmentBytes: segmentBytes, commitInterval: commitInterval,
+            zeroFillBytes: logZeroFillBytes, files: files,
             from: checkpoint.map { ($0.segment, $0.lsn) }
         ) { kind, reader in try Self.apply(kind, &reader, to: &replayed) }
         for record in replayed.raffles.values { try record.settleReplayed(checkpoint: recovery.checkpoint) }
@@ -208,11 +214,12 @@ public final class LocalLedger: Ledger, @unchecked Sendable {
         }
     }
 
-    /// Opens (or creates) the ledger `configuration` describes; see `init(directory:durability:segmentBytes:checkpointBytes:commitInterval:files:startLog:)`.
+    /// Opens (or creates) the ledger `configuration` describes; see `init(directory:durability:segmentBytes:checkpointBytes:commitInterval:logZeroFillBytes:files:startLog:)`.
     public convenience init(_ configuration: LocalLedgerConfiguration, startLog: Bool = true) throws {
         try self.init(
             directory: configuration.directory, durability: configuration.durability, segmentBytes: configuration.segmentBytes,
-            checkpointBytes: configuration.checkpointBytes, commitInterval: configuration.commitInterval, startLog: startLog)
+            checkpointBytes: configuration.checkpointBytes, commitInterval: configuration.commitInterval,
+            logZeroFillBytes: configuration.logZeroFillBytes, startLog: startLog)
     }
 
     /// Replays one log segment's bytes into an empty ledger as start-up does (records applied,

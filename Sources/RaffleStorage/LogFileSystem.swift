@@ -18,12 +18,15 @@ public struct FileError: Error, Sendable, Hashable, CustomStringConvertible {
 /// inject storage faults (EIO on sync, a full disk) and simulate power loss (dropping every write no
 /// completed sync covers). Replay at start-up reads the files directly.
 public protocol LogFileSystem: Sendable {
-    /// Creates `path` for appending (it must not exist).
+    /// Creates `path` for writing (it must not exist).
     func create(_ path: String) throws(FileError) -> Int32
-    /// Opens an existing `path` for appending.
+    /// Opens an existing `path` for writing, positioned at its end (`write` appends).
     func openForAppending(_ path: String) throws(FileError) -> Int32
-    /// Writes some of `bytes` (at least one) and returns how many.
+    /// Writes some of `bytes` (at least one) at the file's position and returns how many.
     func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(FileError) -> Int
+    /// `pwrite`: writes some of `bytes` (at least one) at `offset`, over what is there or past the
+    /// end, and returns how many. (The log writes its records this way, into zeros it wrote ahead.)
+    func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int) throws(FileError) -> Int
     /// `fdatasync`: what was written is durable once this returns.
     func dataSync(_ fd: Int32) throws(FileError)
     /// `fsync` of a directory: the names created in it are durable once this returns.
@@ -50,20 +53,34 @@ public struct POSIXFileSystem: LogFileSystem {
     public init() {}
 
     public func create(_ path: String) throws(FileError) -> Int32 {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o644)
+        // Not O_APPEND: with it, Linux's pwrite ignores the offset and appends.
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FileError(errno) }
         return fd
     }
 
     public func openForAppending(_ path: String) throws(FileError) -> Int32 {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw FileError(errno) }
+        guard lseek(fd, 0, SEEK_END) >= 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw FileError(code)
+        }
         return fd
     }
 
     public func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(FileError) -> Int {
         while true {
             let n = Glibc.write(fd, bytes.baseAddress, bytes.count)
+            if n >= 0 { return n }
+            if errno != EINTR { throw FileError(errno) }
+        }
+    }
+
+    public func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int) throws(FileError) -> Int {
+        while true {
+            let n = pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset))
             if n >= 0 { return n }
             if errno != EINTR { throw FileError(errno) }
         }

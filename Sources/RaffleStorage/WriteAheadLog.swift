@@ -65,6 +65,10 @@ public final class WriteAheadLog: Sendable {
     public typealias StallListener = @Sendable (String?) -> Void
     /// How often a stalled log tries its batch again.
     public static let outOfSpaceRetry = Duration.milliseconds(100)
+    /// How far ahead of small commits the writer writes zeros, so that a commit's `fdatasync` has no
+    /// new length or blocks to record (1 MiB; each segment ends exactly at its records once the next
+    /// one starts, and at a clean stop). See `WriterState.zeroChunk`.
+    public static let defaultZeroFillBytes = WriterState.defaultZeroChunk
 
     /// Where the segments live.
     public let directory: String

@@ -150,6 +150,13 @@ struct Serve: AsyncParsableCommand {
             entry waits at most this much longer. 0: commit as soon as the previous commit ends.
             """)
     var commitIntervalUs = 1_000
+    @Option(
+        help: """
+            Write zeros this many KiB ahead of small log commits, so that a commit's fdatasync writes no \
+            new file length or blocks (less CPU and a shorter wait per commit). 0: off — do so on a \
+            copy-on-write file system (btrfs, ZFS), where overwriting gains nothing.
+            """)
+    var logZeroFillKib = 1_024
     @Option(help: "Most concurrent HTTP/2 streams per connection.") var maxStreams: UInt32 = 256
     @Option(help: "Close idle connections after this many seconds.") var idleTimeout = 60
     @Option(help: "Most open TCP connections from one IPv4 address or IPv6 /64 (0: no cap; use 0 behind a load balancer).")
@@ -202,6 +209,9 @@ struct Serve: AsyncParsableCommand {
         guard checkpointMb >= 0 else { throw ValidationError("--checkpoint-mb must be 0 (never) or more") }
         guard (0...1_000_000).contains(commitIntervalUs) else {
             throw ValidationError("--commit-interval-us must be 0 (no pacing) to 1000000 (one second)")
+        }
+        guard (0...65_536).contains(logZeroFillKib) else {
+            throw ValidationError("--log-zero-fill-kib must be 0 (off) to 65536 (64 MiB)")
         }
         if let loops, loops < 1 { throw ValidationError("--loops must be at least 1") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \(logLevel)") }
@@ -262,7 +272,7 @@ struct Serve: AsyncParsableCommand {
         config.frameLimits = .init(maxPayloadBytes: 16 + 16 * maxEntries, maxEntriesPerBatch: maxEntries)
         config.ingestBufferBytes = ingestBufferMb << 20
         let local = LocalLedgerConfiguration(directory: data, durability: durability == .fsync ? .fsync : .none, segmentBytes: segmentMb << 20,
-            checkpointBytes: checkpointMb << 20, commitInterval: .microseconds(commitIntervalUs))
+            checkpointBytes: checkpointMb << 20, commitInterval: .microseconds(commitIntervalUs), logZeroFillBytes: logZeroFillKib << 10)
         config.http2.maxConcurrentStreams = maxStreams
         config.idleTimeoutMilliseconds = Int64(idleTimeout) * 1_000
         config.maxConnectionsPerAddress = max(maxConnectionsPerAddress, 0)

@@ -55,8 +55,10 @@ struct ServerFixture {
             given ?? (files == nil ? Logger.quiet("raffled-test", level: .warning) : Logger(label: "raffled-test") { _ in SwiftLogNoOpLogHandler() })
         let server =
             if let files {
+                // Injected faults meet every commit as an append (no zeros written ahead: a full disk
+                // stalls at once); the ledger's own tests cover the zeros with faults.
                 try await RaffleServer.start(
-                    configuration: config, ledger: try LocalLedger(directory: dir.path, durability: durability, files: files), logger: logger)
+                    configuration: config, ledger: try LocalLedger(directory: dir.path, durability: durability, logZeroFillBytes: 0, files: files), logger: logger)
             } else {
                 try await RaffleServer.start(
                     configuration: config, local: LocalLedgerConfiguration(directory: dir.path, durability: durability), logger: logger)

@@ -50,10 +50,45 @@ struct StorageFaultTests {
         guard case .unavailable = third else { throw TestSupportError("after a failure: \(third)") }
     }
 
+    /// With zeros written ahead of the log (4 KiB here), a disk that fills up still takes commits
+    /// into them — they need no new space — and once they are used up the log stalls as it does
+    /// without them: nothing of the stalled batch acknowledged, all of it written when room returns.
+    @Test func zerosWrittenAheadTakeCommitsWhenTheDiskFillsThenTheLogStalls() throws {
+        let dir = TempDir()
+        let files = FaultyFileSystem()
+        let ledger = try LocalLedger(directory: dir.path, logZeroFillBytes: 4_096, files: files)
+        let raffle = try makeRaffle(ledger)
+        files.space = 0
+        let (_, first) = try submit(ledger, raffle: raffle, entries(1...20), now: t0 + 1)
+        #expect(eventually { if case .processed(_, let p) = first { ledger.isDurable(p) } else { false } }, "into the zeros")
+        var submitted: UInt64 = 20
+        var stalled: Admission?
+        while stalled == nil && submitted < 2_000 {
+            let (_, next) = try submit(ledger, raffle: raffle, entries((submitted + 1)...(submitted + 20)), now: t0 + 2)
+            submitted += 20
+            guard case .processed(_, let point) = next else { throw TestSupportError("not processed: \(next)") }
+            #expect(eventually { ledger.isDurable(point) || ledger.stallReason != nil })
+            if !ledger.isDurable(point) { stalled = next }
+        }
+        guard case .processed(_, let point)? = stalled else { throw TestSupportError("never stalled after \(submitted) entries") }
+        #expect(submitted > 100, "more than the first batches fit into 4 KiB of zeros: \(submitted)")
+        #expect(ledger.stallReason?.contains("No space left") == true)
+        usleep(200_000)
+        #expect(!ledger.isDurable(point), "nothing of the stalled batch is acknowledged")
+        files.space = nil
+        #expect(eventually { ledger.isDurable(point) && ledger.stallReason == nil })
+        ledger.shutdown()
+        let reopened = try LocalLedger(directory: dir.path)
+        defer { reopened.shutdown() }
+        #expect(reopened.raffle(raffle, now: t0)?.entries == Int(submitted))
+    }
+
     @Test func aFullDiskStallsWithoutLosingAnythingAndResumesWhenSpaceReturns() throws {
         let dir = TempDir()
         let files = FaultyFileSystem()
-        let ledger = try LocalLedger(directory: dir.path, files: files)
+        // Every commit appends (no zeros written ahead, which a full disk would let the log use first:
+        // see `zerosWrittenAheadTakeCommitsWhenTheDiskFillsThenTheLogStalls`).
+        let ledger = try LocalLedger(directory: dir.path, logZeroFillBytes: 0, files: files)
         let stalls = Mutex<[String?]>([])
         ledger.onStall { reason in stalls.withLock { $0.append(reason) } }
         let raffle = try makeRaffle(ledger)

@@ -68,6 +68,67 @@ struct WriteAheadLogTests {
         #endif
     }
 
+    /// Small commits are written over zeros put ahead of them (`zeroFillBytes`, capped by the
+    /// segment): while the log runs its newest segment is longer than its records, every earlier one
+    /// ends exactly at its records (replay takes zeros only at the end of the last), and a clean stop
+    /// cuts the zeros off. With `zeroFillBytes: 0` every commit appends.
+    @Test(arguments: [WriteAheadLog.defaultZeroFillBytes, 0]) func smallCommitsGoIntoZerosWrittenAhead(zeroFill: Int) throws {
+        let dir = TempDir()
+        let segment = 4 << 10
+        let (log, _) = try WriteAheadLog.open(directory: dir.path, segmentBytes: segment, zeroFillBytes: zeroFill) { _, _ in }
+        log.start()
+        for i in 0..<200 { try appendAndWait(log, payload(i)) }
+        func segments() throws -> [(name: String, size: Int, records: Int)] {
+            try dir.files().filter { $0.hasPrefix("wal-") }.sorted().map { name in
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: dir.path + "/" + name))
+                let records = try bytes.withUnsafeBytes { raw in try WriteAheadLog.scanSegment(raw, isLast: true) { _, _ in } }
+                return (name, bytes.count, records)
+            }
+        }
+        let running = try segments()
+        #expect(running.count >= 2, "\(running.count) segments")
+        for s in running.dropLast() {
+            #expect(s.size == s.records, "\(s.name): \(s.size) bytes, records end at \(s.records)")
+        }
+        let newest = try #require(running.last)
+        if zeroFill > 0 {
+            #expect(newest.size == segment && newest.records < segment, "zeros ahead up to the segment's size: \(newest)")
+        } else {
+            #expect(newest.size == newest.records, "appends only: \(newest)")
+        }
+        #expect(log.stop() == nil)
+        let stopped = try segments()
+        #expect(stopped.allSatisfy { $0.size == $0.records }, "a clean stop leaves records only: \(stopped)")
+        let (reopened, report, records) = try openLog(dir.path, segmentBytes: segment)
+        _ = reopened.stop()
+        #expect(report.truncatedTail == nil && records.count == 200)
+        #expect(records.enumerated().allSatisfy { $0.element.1 == payload($0.offset) })
+    }
+
+    /// A commit torn as it overwrote the zeros ahead — a record whose checksum fails with only zeros
+    /// after it — is a torn tail in the last segment; anywhere else, or with anything but zeros after
+    /// it, it is corruption.
+    @Test func aTornCommitOverZerosIsCutOnlyAtTheEndOfTheLog() throws {
+        let dir = TempDir()
+        let (log, _, _) = try openLog(dir.path)
+        log.start()
+        let valid = Int(try appendAndWait(log, payload(1)))
+        let whole = Int(try appendAndWait(log, payload(2)))
+        #expect(log.stop() == nil)
+        let file = try Data(contentsOf: URL(fileURLWithPath: dir.path + "/" + (dir.files().first ?? "")))
+        var torn = [UInt8](file)
+        torn[whole - 3] ^= 0xFF  // the second record's body: its checksum fails
+        func scan(_ bytes: [UInt8], isLast: Bool) throws -> Int {
+            try bytes.withUnsafeBytes { raw in try WriteAheadLog.scanSegment(raw, isLast: isLast) { _, _ in } }
+        }
+        let zeros = [UInt8](repeating: 0, count: 5_000)
+        #expect(try scan(torn + zeros, isLast: true) == valid, "cut before the torn record")
+        #expect(throws: LogCorruption.self) { try scan(torn + zeros, isLast: false) }
+        #expect(throws: LogCorruption.self) { try scan(torn + zeros + [1], isLast: true) }
+        #expect(throws: LogCorruption.self) { try scan(torn + Array(file[..<valid]), isLast: true) }
+        #expect(try scan(Array(file) + zeros, isLast: true) == whole, "zeros after whole records: cut")
+    }
+
     @Test func groupCommitCoversConcurrentAppendsWithFewerSyncs() throws {
         let dir = TempDir()
         let (log, _, _) = try openLog(dir.path)

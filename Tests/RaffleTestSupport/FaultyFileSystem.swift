@@ -26,6 +26,9 @@ public final class FaultyFileSystem: LogFileSystem {
     private struct FileLengths {
         var written: Int
         var synced: Int
+        /// Synced bytes overwritten since the last sync, with what they held (oldest first): put
+        /// back at power loss, as a disk that never got the new data still has the old.
+        var overwritten: [(offset: Int, old: [UInt8])] = []
     }
 
     /// A change of names not yet made durable, undone at power loss (latest first).
@@ -93,7 +96,18 @@ public final class FaultyFileSystem: LogFileSystem {
     private static func losePower(_ s: inout State) {
         guard !s.lost else { return }
         s.lost = true
-        for (path, file) in s.lengths where file.synced < file.written { _ = Glibc.truncate(path, off_t(file.synced)) }
+        for (path, file) in s.lengths {
+            if !file.overwritten.isEmpty {
+                let fd = open(path, O_WRONLY | O_CLOEXEC)
+                if fd >= 0 {
+                    for change in file.overwritten.reversed() {
+                        _ = change.old.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(change.offset)) }
+                    }
+                    Glibc.close(fd)
+                }
+            }
+            if file.synced < file.written { _ = Glibc.truncate(path, off_t(file.synced)) }
+        }
         for change in s.nameChanges.reversed() {
             switch change {
             case .renamed(let from, let to, let replaced):
@@ -173,13 +187,52 @@ public final class FaultyFileSystem: LogFileSystem {
         }
     }
 
+    /// Positional writes: past the synced length they are lost at power loss like appends; over
+    /// synced bytes, the old bytes come back.
+    public func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int) throws(FileError) -> Int {
+        try state.withLock { s throws(FileError) in
+            try check(&s)
+            let path = s.open[fd]
+            let file = path.flatMap { s.lengths[$0] }
+            var count = bytes.count
+            if let space = s.space {
+                // Only growth takes space.
+                let grows = max(0, offset + count - (file?.written ?? 0))
+                guard grows == 0 || space > 0 else { throw FileError(ENOSPC) }
+                count = min(count, count - grows + space)
+            }
+            var saved: [UInt8] = []
+            if let file, offset < file.synced {
+                // Keep what the synced part held, read back from the real file before it changes.
+                saved = [UInt8](repeating: 0, count: min(count, file.synced - offset))
+                let readFD = open(path!, O_RDONLY | O_CLOEXEC)
+                if readFD >= 0 {
+                    _ = saved.withUnsafeMutableBytes { pread(readFD, $0.baseAddress, $0.count, off_t(offset)) }
+                    Glibc.close(readFD)
+                }
+            }
+            let n = try real.write(fd, UnsafeRawBufferPointer(rebasing: bytes[0..<count]), at: offset)
+            if let path, var file {
+                if !saved.isEmpty { file.overwritten.append((offset, Array(saved.prefix(n)))) }
+                let grew = max(0, offset + n - file.written)
+                if s.space != nil { s.space! -= grew }
+                file.written = max(file.written, offset + n)
+                s.lengths[path] = file
+            }
+            return n
+        }
+    }
+
     public func dataSync(_ fd: Int32) throws(FileError) {
         try state.withLock { s throws(FileError) in
             try check(&s)
             s.syncCalls += 1
             if let code = s.syncFailure { throw FileError(code) }
             try real.dataSync(fd)
-            if !s.lyingSync, let path = s.open[fd], let written = s.lengths[path]?.written { s.lengths[path]?.synced = written }
+            if !s.lyingSync, let path = s.open[fd], let written = s.lengths[path]?.written {
+                s.lengths[path]?.synced = written
+                s.lengths[path]?.overwritten = []
+            }
         }
     }
 
@@ -198,7 +251,8 @@ public final class FaultyFileSystem: LogFileSystem {
             try real.truncate(fd, to: length)
             if let path = s.open[fd], let old = s.lengths[path] {
                 if s.space != nil { s.space! += old.written - length }
-                s.lengths[path] = FileLengths(written: length, synced: min(old.synced, length))
+                s.lengths[path] = FileLengths(
+                    written: length, synced: min(old.synced, length), overwritten: old.overwritten.filter { $0.offset < length })
             }
         }
     }
