@@ -9,10 +9,11 @@ public import RaffleStorage
 /// A consistent copy of a local ledger's data directory, taken while raffled serves from it.
 ///
 /// Why a plain copy is consistent: a checkpoint file never changes once in place, a segment never
-/// changes once the next one exists, and the newest segment only grows. So the copy takes the newest
+/// changes once the next one exists, and the newest segment's records only grow (over zeros the
+/// writer put ahead of them, cut off before the next segment starts). So the copy takes the newest
 /// checkpoint, then the segments from it on, in order: what it gets is the ledger as of some moment
-/// (a record the writer was appending as the copy read it is a torn tail, cut off when the copy is
-/// opened). If a newer checkpoint retires a segment before it is copied, it starts over (at most
+/// (a record the writer was writing as the copy read it, and the zeros after it, are a torn tail, cut
+/// off when the copy is opened). If a newer checkpoint retires a segment before it is copied, it starts over (at most
 /// five times). The copy is synced, then opened as a ledger to check it and count what it holds.
 public enum LocalBackup {
     /// What a backup copied and found.

@@ -58,5 +58,10 @@ struct OperationsTests {
         #expect(interval.status != 0 && interval.stderr.contains("--commit-interval-us must be 0 (no pacing) to 1000000"))
         let slow = try await runCommand(raffled, ["--port", "0"], environment: ["RAFFLED_COMMIT_INTERVAL_US": "5000000"], timeout: 20)
         #expect(slow.status != 0 && slow.stderr.contains("--commit-interval-us must be"))
+        // How far ahead the log writes zeros: out of range, likewise.
+        let zeros = try await runCommand(raffled, ["--port", "0", "--log-zero-fill-kib", "100000"], timeout: 20)
+        #expect(zeros.status != 0 && zeros.stderr.contains("--log-zero-fill-kib must be 0 (off) to 65536"))
+        let negative = try await runCommand(raffled, ["--port", "0"], environment: ["RAFFLED_LOG_ZERO_FILL_KIB": "-1"], timeout: 20)
+        #expect(negative.status != 0 && negative.stderr.contains("--log-zero-fill-kib must be"))
     }
 }
