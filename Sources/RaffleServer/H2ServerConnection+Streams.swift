@@ -223,8 +223,9 @@ extension H2ServerConnection: HTTP2SessionDelegate {
         }
     }
 
-    func release(_ i: Int) {
-        let progressed = table.streams[i].advance(loop) { inSession ? nowNanos : monotonicNanoseconds() }
+    /// `now`: the time to record the acks at (durabilityAdvanced reads the clock once for all of them).
+    func release(_ i: Int, now: UInt64? = nil) {
+        let progressed = table.streams[i].advance(loop) { now ?? (inSession ? nowNanos : monotonicNanoseconds()) }
         if (progressed || table.streams[i].isDrained) {
             if !table.streams[i].headersSubmitted {
                 submitHeaders(i)
@@ -258,8 +259,9 @@ extension H2ServerConnection: HTTP2SessionDelegate {
     func durabilityAdvanced() {
         guard session != nil else { return }
         var still: [Int] = []
+        let now = monotonicNanoseconds()
         for i in pendingSlots where table.streams[i].active {
-            release(i)
+            release(i, now: now)
             if table.streams[i].hasUnreleased { still.append(i) } else { table.streams[i].waiting = false }
         }
         pendingSlots = still

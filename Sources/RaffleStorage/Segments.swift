@@ -119,11 +119,16 @@ struct WriterState: ~Copyable {
     private static let zeros = [UInt8](repeating: 0, count: 256 << 10)
 
     /// After a sync: lets the kernel drop the synced pages of the open segment from the page cache
-    /// (`LogFileSystem.dropCache`; the last, partly written page stays until it is full).
+    /// (`LogFileSystem.dropCache`; the last, partly written page stays until it is full), once
+    /// `dropEvery` bytes have gathered (a roll hands back the rest): one `posix_fadvise` per commit
+    /// was ~0.8 % of the durable single-entry path's CPU at ~1,200 commits/s.
     mutating func dropSynced() {
+        guard size - dropped >= Self.dropEvery else { return }
         files.dropCache(fd, from: dropped, to: size)
         dropped = size & ~4_095
     }
+
+    static let dropEvery = 256 << 10
 
     /// Whole records only (`bytes` starts and ends at record boundaries); see `write(_:segmentBytes:)`.
     mutating func write(_ bytes: UnsafeRawBufferPointer, segmentBytes: Int) throws(LogFailure) {

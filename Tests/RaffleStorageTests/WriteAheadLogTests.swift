@@ -188,7 +188,8 @@ struct WriteAheadLogTests {
         // ~200 KiB of records over several 64 KiB segments, each waited for.
         for i in 0..<800 { try appendAndWait(log, [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: 248)) }
         #expect(log.stop() == nil)
-        #expect(files.dropCalls >= 800, "dropCache calls: \(files.dropCalls)")
+        // Handed back at every roll and every 256 KiB of a segment, not at every commit.
+        #expect(files.dropCalls >= 3 && files.dropCalls < 100, "dropCache calls: \(files.dropCalls)")
         #expect(files.droppedUnsynced.isEmpty, "\(files.droppedUnsynced.count) unsynced drops, e.g. \(files.droppedUnsynced.prefix(3))")
         let (_, _, records) = try openLog(dir.path, segmentBytes: 64 << 10)
         #expect(records.count == 800)
