@@ -80,8 +80,8 @@ public final class DedupeIndex {
     ///
     /// For a raffle sized for its expected entries, at creation: the first touch of a page is a
     /// fault that zero-fills it, and on a VM whose guest memory is not yet backed by the host that
-    /// cost ~2 ms per MiB (measured on this project's VM, Bench/RESULTS.md issue #15, "the index's
-    /// memory committed at creation"): 22 % of the server's CPU during an 8M-entry bulk ingest into a
+    /// cost ~2 ms per MiB (measured on this project's VM, Bench/RESULTS.md issue #15, "The index's
+    /// memory committed when a sized raffle is created"): 22 % of the server's CPU during an 8M-entry bulk ingest into a
     /// 128 MiB table, paid mid-spike. Not thread-safe, like everything here: the caller owns the
     /// index (the ledger calls it before the raffle is published, outside its lock).
     @discardableResult

@@ -12,7 +12,8 @@ import Glibc
 /// its fair share of the CPU, so commits never starve. Measured with the loop and the writer sharing
 /// one core (Bench/RESULTS.md, issue #15, "The log writer off the event loop's back"): the loop was
 /// preempted ~3,900 times a second by the writer's ~4,800 wake-ups; under `SCHED_BATCH` the server
-/// spent 15–28 % less CPU per durable single-entry request, at a lower p50. On a machine with cores
+/// spent 6–14 % less CPU per durable single-entry request (17–28 % in a first experiment with
+/// `chrt`), at a lower p50, and bulk ingest 12–34 % less per entry. On a machine with cores
 /// to spare the writer runs on another one and the policy changes nothing. Needs no privilege.
 package enum BackgroundThread {
     /// Names the calling thread (the kernel keeps 15 bytes) and moves it to `SCHED_BATCH`; returns
