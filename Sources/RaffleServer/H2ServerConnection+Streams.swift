@@ -25,20 +25,22 @@ extension H2ServerConnection: HTTP2SessionDelegate {
 
     func header(stream: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> HTTP2Session.CallbackResult {
         guard let i = slot(of: stream) else { return .ok }
-        let verdict = table.streams[i].takeHeader(
-            name: name, value: value, maxFields: loop.configuration.maxHeaderFields, maxBytes: Int(loop.configuration.http2.maxHeaderListSize)
-        ) { value in
+        switch table.streams[i].takeHeader(
+            name: name, value: value, maxFields: loop.configuration.maxHeaderFields, maxBytes: Int(loop.configuration.http2.maxHeaderListSize))
+        {
+        case .ok:
+            return .ok
+        case .entriesAuthorization:
             if !value.elementsEqual(lastAuthorization) {
                 lastAuthorization = Array(value)
                 lastClient = loop.admission.identify(authorization: value)
             }
-            return lastClient
-        }
-        guard verdict == .ok else {
+            table.streams[i].client = lastClient
+            return .ok
+        case .tooLarge:
             glitch()
             return .resetStream
         }
-        return .ok
     }
 
     func headersComplete(stream: Int32, endStream: Bool) {
@@ -225,7 +227,10 @@ extension H2ServerConnection: HTTP2SessionDelegate {
 
     /// `now`: the time to record the acks at (durabilityAdvanced reads the clock once for all of them).
     func release(_ i: Int, now: UInt64? = nil) {
-        let progressed = table.streams[i].advance(loop) { now ?? (inSession ? nowNanos : monotonicNanoseconds()) }
+        // The clock's inputs copied out first: a closure capturing `self` cost two retain/release
+        // pairs per call.
+        let (inSession, sessionNow) = (self.inSession, nowNanos)
+        let progressed = table.streams[i].advance(loop) { now ?? (inSession ? sessionNow : monotonicNanoseconds()) }
         if (progressed || table.streams[i].isDrained) {
             if !table.streams[i].headersSubmitted {
                 submitHeaders(i)
@@ -248,7 +253,13 @@ extension H2ServerConnection: HTTP2SessionDelegate {
             table.streams[i].responseFields(durability: loop.ledger.durability) { headers.add($0, $1) }
         }
         do {
-            try session.submitResponse(stream: table.streams[i].id, headers: plain ? plainFramesHead : headers, hasBody: true)
+            // Two calls, not `plain ? plainFramesHead : headers`: the conditional copied a head
+            // (a retain/release pair per array in it) where a call can borrow the `let`.
+            if plain {
+                try session.submitResponse(stream: table.streams[i].id, headers: plainFramesHead, hasBody: true)
+            } else {
+                try session.submitResponse(stream: table.streams[i].id, headers: headers, hasBody: true)
+            }
             table.streams[i].headersSubmitted = true
         } catch {
             logger.debug("cannot submit a response on stream \(table.streams[i].id): \(error)")

@@ -56,17 +56,17 @@ enum HeaderVerdict: Equatable {
     case ok
     /// Over the header count or size limit: reset the stream and count a glitch.
     case tooLarge
+    /// The `authorization` of an entries request: the caller identifies the client (the connection
+    /// compares it once per change, not per request) and sets `client`.
+    case entriesAuthorization
 }
 
 extension StreamState {
     /// Takes one request header field: counts it against the limits and records what routing needs
-    /// (method, path, content type, the `authorization` of an admin call). For an entries request,
-    /// `entriesAuthorization` is called with the `authorization` value (the connection compares it
-    /// once per change, not per request).
-    mutating func takeHeader(
-        name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, maxFields: Int, maxBytes: Int,
-        entriesAuthorization: (UnsafeRawBufferPointer) -> Int?
-    ) -> HeaderVerdict {
+    /// (method, path, content type, the `authorization` of an admin call). For an entries request's
+    /// `authorization` it answers `.entriesAuthorization` and leaves `client` to the caller. (A verdict,
+    /// not a closure: a closure capturing the connection cost a retain/release pair per field.)
+    mutating func takeHeader(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, maxFields: Int, maxBytes: Int) -> HeaderVerdict {
         headerCount += 1
         headerBytes += name.count + value.count + 32
         if headerCount > maxFields || headerBytes > maxBytes { return .tooLarge }
@@ -82,7 +82,7 @@ extension StreamState {
             }
         } else if equal(name, "authorization") {
             if pathIsEntries {
-                client = entriesAuthorization(value)
+                return .entriesAuthorization
             } else {
                 // An admin call's credentials (pseudo-headers come first, so the path is known). A
                 // second field is joined with a comma (RFC 9110 §5.3), so it matches no key: 403.

@@ -139,6 +139,30 @@ struct HandlerTests {
         #expect(try ready.wait().status == 503)
     }
 
+    /// An HTTP/2 session holds its delegate strongly (its callbacks borrow it without a retain each);
+    /// the handlers break that cycle when their channel closes, so neither outlives its connection.
+    @Test func bothHandlersAreFreedWhenTheirChannelsClose() throws {
+        weak var server: H2ServerConnection?
+        weak var client: HTTP2ClientHandler?
+        try {
+            let pair = try Pair()
+            defer { pair.finish() }
+            let (info, _) = try pair.ledger.createRaffle(
+                RaffleSpec(title: "t", opensAt: 0, closesAt: Int64.max / 2), now: Int64(Date().timeIntervalSince1970 * 1000)).get()
+            let response = pair.request(
+                "POST", Wire.entriesPath, headers: [("content-type", Wire.contentType)], body: batchFrame(raffle: info.id, users: [1], requestID: 3))
+            try pair.pump()
+            pair.commit()
+            try pair.pump()
+            #expect(try response.wait().status == 200)
+            server = try pair.server.pipeline.syncOperations.handler(type: H2ServerConnection.self)
+            client = pair.clientHandler
+            #expect(server != nil && client != nil)
+        }()
+        #expect(server == nil, "the server's connection handler outlived its channel")
+        #expect(client == nil, "the client's connection handler outlived its channel")
+    }
+
     @Test func wrongContentTypeIsAnsweredWithoutTouchingTheLedger() throws {
         let pair = try Pair()
         defer { pair.finish() }
