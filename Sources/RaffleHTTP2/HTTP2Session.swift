@@ -76,6 +76,9 @@ public final class HTTP2Session {
         public var maxContinuations = 8
         /// Flow control is ours: windows reopen only through `consume`. Default true.
         public var manualFlowControl = true
+        /// The most bytes of nghttp2's freed blocks the session keeps for reuse (its streams and
+        /// outbound items; see `trimMemory`). 0: every allocation goes to malloc. Default 64 KiB.
+        public var allocatorCacheBytes = 64 << 10
         public init() {}
     }
 
@@ -92,6 +95,8 @@ public final class HTTP2Session {
     public enum Role: Sendable { case server, client }
 
     private var session: OpaquePointer?
+    /// nghttp2's memory for this session; outlives `session` (stored properties go after deinit).
+    private let allocator: SessionAllocator
     /// A server's checks of the client's frames that nghttp2 leaves out (nil on a client, and once
     /// one failed).
     private var rules: FrameRules?
@@ -116,6 +121,7 @@ public final class HTTP2Session {
     /// The session keeps `delegate` alive until it is released: drop it when the connection ends.
     public init(role: Role, delegate: any HTTP2SessionDelegate, options: Options = Options()) throws(Failure) {
         self.delegate = delegate
+        allocator = SessionAllocator(limit: options.allocatorCacheBytes)
         var option: OpaquePointer?
         nghttp2_option_new(&option)
         defer { nghttp2_option_del(option) }
@@ -126,10 +132,11 @@ public final class HTTP2Session {
         nghttp2_option_set_no_closed_streams(option, 1)
         if options.manualFlowControl { nghttp2_option_set_no_auto_window_update(option, 1) }
         let user = Unmanaged.passUnretained(self).toOpaque()
+        var mem = allocator.mem
         let rc =
             role == .server
-            ? nghttp2_session_server_new2(&session, Callbacks.shared.pointer, user, option)
-            : nghttp2_session_client_new2(&session, Callbacks.shared.pointer, user, option)
+            ? nghttp2_session_server_new3(&session, Callbacks.shared.pointer, user, option, &mem)
+            : nghttp2_session_client_new3(&session, Callbacks.shared.pointer, user, option, &mem)
         guard rc == 0 else { throw Failure(code: Int(rc)) }
         if role == .server { rules = FrameRules() }
     }
@@ -141,6 +148,12 @@ public final class HTTP2Session {
         if let session { nghttp2_session_del(session) }
         session = nil
     }
+
+    /// Hands the memory kept for reuse back to malloc; call when the connection has no stream open.
+    public func trimMemory() { allocator.trim() }
+
+    /// Bytes of freed nghttp2 blocks kept for reuse now (at most `Options.allocatorCacheBytes`).
+    public var cachedMemoryBytes: Int { allocator.cachedBytes }
 
     /// Whether the session still wants to read or write (false after GOAWAY is done, or on failure).
     public var isAlive: Bool {

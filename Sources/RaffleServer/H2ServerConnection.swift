@@ -204,6 +204,9 @@ final class H2ServerConnection: ChannelInboundHandler, LoopConnection {
         let now = monotonicNanoseconds()
         let idleNanos = UInt64(max(loop.configuration.idleTimeoutMilliseconds, 0)) * 1_000_000
         let handshakeNanos = UInt64(max(loop.configuration.handshakeTimeoutMilliseconds, 0)) * 1_000_000
+        // Quiet for a second with no stream open: nghttp2's blocks kept for reuse go back to malloc,
+        // so an idle connection holds no more than before the pool (HTTP2Session.Options).
+        if table.openCount == 0 && now &- lastActivityNanos > 1_000_000_000 { session.trimMemory() }
         if !handshakeDone && now - lastActivityNanos > handshakeNanos {
             logger.debug("closing connection: HTTP/2 handshake not completed in time")
             close()
