@@ -149,7 +149,7 @@ struct Serve: AsyncParsableCommand {
             Under load each commit covers more entries (fewer syscalls and wake-ups: more throughput); an \
             entry waits at most this much longer. 0: commit as soon as the previous commit ends.
             """)
-    var commitIntervalUs = 1_000
+    var commitIntervalUs = 500
     @Option(
         help: """
             Write zeros this many KiB ahead of small log commits, so that a commit's fdatasync writes no \
