@@ -77,7 +77,8 @@ public final class HTTP2Session {
         /// Flow control is ours: windows reopen only through `consume`. Default true.
         public var manualFlowControl = true
         /// The most bytes of nghttp2's freed blocks the session keeps for reuse (its streams and
-        /// outbound items; see `trimMemory`). 0: every allocation goes to malloc. Default 64 KiB.
+        /// outbound items; see `trimMemory`). 0: every block is malloc'd at its exact size (what the
+        /// fuzz builds use, so AddressSanitizer sees nghttp2's real bounds). Default 64 KiB.
         public var allocatorCacheBytes = 64 << 10
         public init() {}
     }

@@ -40,8 +40,9 @@ final class SessionAllocator {
     private(set) var reused = 0
     private(set) var fresh = 0
 
-    /// - Parameter limit: the most bytes of freed blocks kept for reuse; 0 turns the pool off
-    ///   (every call goes to malloc).
+    /// - Parameter limit: the most bytes of freed blocks kept for reuse; 0 turns the pool off:
+    ///   every block is malloc'd at its exact size (so AddressSanitizer, in the fuzz builds, sees
+    ///   nghttp2's real bounds rather than a size class's slack).
     init(limit: Int) {
         self.limit = max(limit, 0)
         heads = .allocate(capacity: Self.classes)
@@ -87,7 +88,7 @@ final class SessionAllocator {
 
     /// A block of at least `size` bytes (nil if malloc fails).
     func allocate(_ size: Int) -> UnsafeMutableRawPointer? {
-        let c = size <= 0 ? 0 : (size - 1) / Self.granule
+        let c = limit == 0 ? Self.classes : size <= 0 ? 0 : (size - 1) / Self.granule
         if c < Self.classes, let block = heads[c] {
             heads[c] = (block + Self.headerBytes).load(as: UnsafeMutableRawPointer?.self)
             cachedBytes -= (c + 1) * Self.granule
@@ -95,7 +96,7 @@ final class SessionAllocator {
             return block + Self.headerBytes
         }
         let pooled = c < Self.classes
-        let capacity = pooled ? (c + 1) * Self.granule : size
+        let capacity = pooled ? (c + 1) * Self.granule : max(size, 0)
         guard let block = malloc(Self.headerBytes + capacity) else { return nil }
         block.storeBytes(of: pooled ? c : -1, as: Int.self)
         block.storeBytes(of: capacity, toByteOffset: 8, as: Int.self)
