@@ -163,6 +163,54 @@ struct HandlerTests {
         #expect(client == nil, "the client's connection handler outlived its channel")
     }
 
+    /// The client reuses a finished request's exchange: the next reply carries nothing of the last
+    /// one (status, header fields, body), and one object serves requests one after another.
+    @Test func aReusedExchangeCarriesNothingOfTheLastReply() throws {
+        let pair = try Pair()
+        defer { pair.finish() }
+        let metrics = pair.request("GET", "/metrics")
+        try pair.pump()
+        let first = try metrics.wait()
+        #expect(first.status == 200 && first.body.readableBytes > 100)
+        #expect(pair.clientHandler.spareExchangeCount == 1)
+        let refused = pair.request("POST", Wire.entriesPath, headers: [("content-type", "text/plain")], body: [1, 2, 3])
+        #expect(pair.clientHandler.spareExchangeCount == 0, "the spare exchange was not taken")
+        try pair.pump()
+        let second = try refused.wait()
+        #expect(second.status == 415)
+        #expect(second.header("content-type") == Wire.contentType)
+        #expect(second.headers.filter { $0.name == "content-type" }.count == 1, "header fields of the previous reply were kept")
+        let frames = try decodeFrames(Array(buffer: second.body))
+        #expect(frames.count == 1 && frames.first?.errorCode == .badContentType, "the reply holds bytes of the previous one")
+        #expect(pair.clientHandler.spareExchangeCount == 1)
+        let health = pair.request("GET", "/healthz")
+        try pair.pump()
+        let third = try health.wait()
+        #expect(third.status == 200 && !String(buffer: third.body).contains("raffled_"))
+    }
+
+    /// The queue callers append to hands its drained array back: the next burst reuses its storage,
+    /// and nothing of the last batch stays in it.
+    @Test func theRequestQueueReusesADrainedBatchesStorage() throws {
+        let loop = EmbeddedEventLoop()
+        let queue = RequestQueue()
+        func request() -> PendingRequest {
+            PendingRequest(head: HTTP2RequestHead(method: "GET", path: "/"), body: nil, deadline: nil, reply: .promise(loop.makePromise()))
+        }
+        #expect(queue.append(request()) == true)
+        for _ in 0..<9 { #expect(queue.append(request()) == false) }
+        let batch = queue.take()
+        #expect(batch.count == 10)
+        let capacity = batch.capacity
+        for p in batch { if case .promise(let promise) = p.reply { promise.fail(HTTP2ClientError("test")) } }
+        queue.recycle(consume batch)
+        #expect(queue.append(request()) == true)
+        let next = queue.take()
+        #expect(next.count == 1)
+        #expect(next.capacity >= capacity, "the drained batch's storage was not reused")
+        for p in next { if case .promise(let promise) = p.reply { promise.fail(HTTP2ClientError("test")) } }
+    }
+
     @Test func wrongContentTypeIsAnsweredWithoutTouchingTheLedger() throws {
         let pair = try Pair()
         defer { pair.finish() }

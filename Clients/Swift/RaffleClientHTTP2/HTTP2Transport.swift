@@ -45,6 +45,12 @@ public final class HTTP2Transport: RaffleTransport {
 
     private func client() async throws -> HTTP2Client {
         if let c = connection.ready(usable: { $0.isActive }) { return c }
+        return try await connect()
+    }
+
+    /// Makes the shared connection (or waits for the connect under way): the rare path of `client()`.
+    @inline(never)
+    private func connect() async throws -> HTTP2Client {
         let (host, port, group, tls) = (self.host, self.port, self.group, self.tls)
         return try await connection.get(usable: { $0.isActive }) {
             do { return try await HTTP2Client.connect(host: host, port: port, group: group, tls: tls) } catch let error as HTTP2ClientError {
@@ -79,26 +85,35 @@ public final class HTTP2Transport: RaffleTransport {
     }
 
     public func send(frames: [UInt8], authorization: String?) async throws -> FramesReply {
-        try await send(frames: frames, authorization: authorization, timeout: nil)
+        try await send(frames: frames, authorization: authorization, deadline: nil)
     }
 
     /// Sends with an event-loop timer for the timeout (no timer task per request).
     public func send(frames: [UInt8], authorization: String?, timeout: Duration) async throws -> FramesReply {
-        try await send(frames: frames, authorization: authorization, timeout: Optional(timeout))
+        try await send(frames: frames, authorization: authorization, deadline: Self.timeAmount(timeout))
     }
 
-    private func send(frames: [UInt8], authorization: String?, timeout: Duration?) async throws -> FramesReply {
-        let head = entriesHead(authorization)
-        let c = try await client()
-        do {
-            let reply = try await c.exchange(head, body: frames, timeout: timeout.map(Self.timeAmount))
-            return FramesReply(status: reply.status, body: reply.body)
-        } catch let error as HTTP2ClientError where error.message.hasPrefix("no response within") {
-            throw RaffleClientError(.timedOut, "\(error) from \(host):\(port)")
-        } catch {
-            await forget(c)
-            throw RaffleClientError(.connectionFailed, "request to \(host):\(port) failed: \(error)")
+    /// The entries path. It keeps little across its awaits, and its failures are handled out of line
+    /// (`failed`): the async frames a task allocates for a call stay small (issue #15).
+    private func send(frames: [UInt8], authorization: String?, deadline timeout: TimeAmount?) async throws -> FramesReply {
+        let c: HTTP2Client
+        if let ready = connection.ready(usable: { $0.isActive }) { c = ready } else { c = try await connect() }
+        let reply: HTTP2Reply
+        do { reply = try await c.exchange(entriesHead(authorization), body: frames, timeout: timeout) } catch {
+            throw await failed(c, error)
         }
+        return FramesReply(status: reply.status, body: reply.body)
+    }
+
+    /// The error an entries request that failed on `c` reports; a connection failure also drops `c`
+    /// (the next call reconnects).
+    @inline(never)
+    private func failed(_ c: HTTP2Client, _ error: any Error) async -> RaffleClientError {
+        if let error = error as? HTTP2ClientError, error.message.hasPrefix("no response within") {
+            return RaffleClientError(.timedOut, "\(error) from \(host):\(port)")
+        }
+        await forget(c)
+        return RaffleClientError(.connectionFailed, "request to \(host):\(port) failed: \(error)")
     }
 
     /// The entries POST's head for `authorization`, made once per key rather than per request.
