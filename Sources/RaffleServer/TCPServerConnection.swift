@@ -113,8 +113,9 @@ final class TCPServerConnection: ChannelInboundHandler, LoopConnection {
             context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
         }
         if session.isDrained {
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-                context.close(promise: nil)
+                bound.value.close(promise: nil)
             }
         }
     }

@@ -1,5 +1,5 @@
 import Foundation
-public import NIOSSL
+import NIOSSL
 import Synchronization
 
 /// Where the server's TLS certificate chain and private key live (PEM files).

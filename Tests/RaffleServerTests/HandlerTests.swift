@@ -10,6 +10,7 @@ import RaffleCore
 @testable import RaffleServer
 import RaffleTestSupport
 import RaffleWire
+import Synchronization
 import Testing
 
 /// The connection handler without sockets: an nghttp2 client session in one `EmbeddedChannel`,
@@ -91,9 +92,9 @@ struct HandlerTests {
         let response = pair.request(
             "POST", Wire.entriesPath, headers: [("content-type", Wire.contentType)], body: batchFrame(raffle: info.id, users: [1, 2], requestID: 9))
         try pair.pump()
-        var done = false
-        response.whenComplete { _ in done = true }
-        #expect(!done, "no response before the log reports the entries durable")
+        let done = Mutex(false)
+        response.whenComplete { _ in done.withLock { $0 = true } }
+        #expect(!done.withLock { $0 }, "no response before the log reports the entries durable")
         pair.ledger.log.start()
         pair.commit()
         try pair.pump()
@@ -110,7 +111,7 @@ struct HandlerTests {
             RaffleSpec(title: "t", opensAt: 0, closesAt: Int64.max / 2), now: Int64(Date().timeIntervalSince1970 * 1000)).get()
         while !pair.ledger.isDurable(created) { usleep(100) }
         // The log will need a second segment, whose name is already taken: the write fails.
-        FileManager.default.createFile(atPath: pair.dir.path + "/wal-00000002.log", contents: nil)
+        _ = FileManager.default.createFile(atPath: pair.dir.path + "/wal-00000002.log", contents: nil)
         let response = pair.request(
             "POST", Wire.entriesPath, headers: [("content-type", Wire.contentType)], body: batchFrame(raffle: info.id, users: [1], requestID: 4))
         try pair.pump()
