@@ -29,13 +29,11 @@ for r in $(seq 1 "$rounds"); do
     echo "== $name (connections $c), round $r" >> "$out"
     chrt -b 0 taskset -c 1 "$bench" drop --raffled "$raffled" --server-arg=--global-rate=0 --server-arg=--anonymous-rate=1000000000 \
       --users 1000000 --within 10 --connections "$c" --json "$dir/drop-1m-$name-$r.json" --svg "$dir/drop-1m-$name-$r.svg" > "$work/run.log" 2>&1 &
-    runner=$!
     sleep 2.5
     gen=$(pgrep -f "drop --raffled $raffled" | head -1); srv=$(pgrep -P "$gen" | head -1)
     perf stat -e task-clock -p "$gen" -- sleep 5 2>&1 | awk '/task-clock/ {print "  generator task-clock", $1, "msec / 5 s"}' > "$work/g" &
     perf stat -e task-clock -p "$srv" -- sleep 5 2>&1 | awk '/task-clock/ {print "  server task-clock   ", $1, "msec / 5 s"}' > "$work/s"
-    wait
-    wait "$runner" 2>/dev/null
+    wait  # the two perf stats and the drop itself
     cp "$work/run.log" "$dir/drop-1m-$name-$r.txt"
     cat "$work/g" "$work/s" >> "$out"
     grep -aE "^elapsed|^lost|^latency|entries acknowledged|gave up" "$work/run.log" >> "$out"

@@ -454,6 +454,6 @@ final class HTTP2ClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         for w in e.statusWaiters {
             if e.status != 0 { w.succeed(e.status) } else { w.fail(HTTP2ClientError("stream reset with code \(errorCode)")) }
         }
-        if e.chunks == nil && e.statusWaiters.isEmpty { recycle(e) }
+        recycle(e)
     }
 }

@@ -101,7 +101,7 @@ struct Drop: AsyncParsableCommand {
     @Option(help: "Seconds over which they arrive (evenly).") var within = 60.0
     // Default 8, measured (results/2026-11-24/drop-connections-sweep.txt): at 100,000 users/s, 32
     // connections carry ~3,000 requests/s each, so nearly every request is a TCP segment of its own
-    // both ways and the generator's core went to 73–100 %; 8 connections batch ~4× more per write
+    // both ways and the generator's core went to 73–88 %; 8 connections batch ~4× more per write
     // (53 %), as the few multiplexed connections of an edge proxy in front of an origin would.
     @Option(help: "Client connections (sockets) the users are spread over (an edge proxy's few multiplexed connections).")
     var connections = 8
